@@ -1,0 +1,60 @@
+"""``python -m kolo_trainer VERB [options]``: the entry point the host runs (through docker exec or locally).
+
+Verbs are looked up lazily so that ``--help`` and option errors never import torch. Each verb function takes
+``(argv: list[str]) -> int``. KoloErrors become a message on stderr and their exit code; ``--debug`` (or
+``KOLO_DEBUG=1``) shows the traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+from .errors import KoloError
+
+#: verb -> "module:function" (relative to kolo_trainer), imported only when the verb runs.
+VERBS: dict[str, tuple[str, str]] = {
+    "train": ("kolo_trainer.train.main:run", "Fine-tune a model (LoRA, QLoRA or full)."),
+    "export": ("kolo_trainer.export.main:run", "Merge, convert to GGUF, quantise, write Modelfiles, verify."),
+    "chat": ("kolo_trainer.export.chat:run", "Chat with an exported GGUF through its Modelfile template."),
+    "check": ("kolo_trainer.data:check_main", "Validate a data file and print statistics."),
+    "preview": ("kolo_trainer.masking:preview_main", "Show one rendered example with the trained tokens marked."),
+    "make-tiny-model": ("kolo_trainer.tiny:main", "Build the tiny demo model (a toy that only proves the pipeline)."),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: python -m kolo_trainer VERB [options]", "", "verbs:"]
+    lines += [f"  {v:<16} {h}" for v, (_, h) in VERBS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = os.environ.get("KOLO_DEBUG") == "1"
+    if "--debug" in argv:
+        argv.remove("--debug")
+        debug = True
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0 if argv else 2
+    verb, rest = argv[0], argv[1:]
+    if verb not in VERBS:
+        print(f"kolo_trainer: unknown verb {verb!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    target = VERBS[verb][0]
+    mod_name, func_name = target.split(":")
+    try:
+        func = getattr(importlib.import_module(mod_name), func_name)
+        return int(func(rest) or 0)
+    except KoloError as e:
+        if debug:
+            raise
+        print(f"error: {e.message}", file=sys.stderr)
+        if e.hint:
+            print(f"hint: {e.hint}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,127 @@
+"""The run manifest (``<run>/kolo.json``) and the atomic-file helpers every stage uses.
+
+Stdlib only. Every write goes to a temporary name in the same folder and is renamed into place, so a crash leaves
+either the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+MANIFEST = "kolo.json"
+TMP_PREFIX = ".tmp-"
+
+
+def now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+@contextlib.contextmanager
+def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``final``; on success rename it onto ``final``, on failure remove it.
+
+    Works for files and for folders (``shutil.rmtree`` on failure; an existing final folder is replaced).
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f"{TMP_PREFIX}{os.getpid()}-{final.name}"
+    _remove(tmp)
+    try:
+        yield tmp
+        if not tmp.exists():
+            raise FileNotFoundError(f"{tmp} was not written")
+        if final.is_dir() and not final.is_symlink():
+            old = final.parent / f"{TMP_PREFIX}old-{os.getpid()}-{final.name}"
+            os.replace(final, old)
+            os.replace(tmp, final)
+            _remove(old)
+        else:
+            os.replace(tmp, final)
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+def _remove(p: Path) -> None:
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p, ignore_errors=True)
+    elif p.exists() or p.is_symlink():
+        p.unlink()
+
+
+def clean_stale_tmp(folder: str | os.PathLike) -> list[Path]:
+    """Remove leftovers of crashed writes (``.tmp-*``) in ``folder``; returns what was removed."""
+    folder = Path(folder)
+    removed = []
+    if folder.is_dir():
+        for p in folder.glob(TMP_PREFIX + "*"):
+            _remove(p)
+            removed.append(p)
+    return removed
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=2, ensure_ascii=False, default=str)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def load(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """The manifest of ``run_dir`` ({} when there is none)."""
+    p = Path(run_dir) / MANIFEST
+    if not p.exists():
+        return {}
+    return json.loads(p.read_text(encoding="utf-8"))
+
+
+def update(run_dir: str | os.PathLike, **sections: Any) -> dict[str, Any]:
+    """Merge top-level ``sections`` into the manifest (dict sections are merged one level deep) and save it."""
+    data = load(run_dir)
+    for key, value in sections.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    data.setdefault("created", now())
+    data["updated"] = now()
+    write_json_atomic(Path(run_dir) / MANIFEST, data)
+    return data
+
+
+def add_artifacts(run_dir: str | os.PathLike, paths: list[str | os.PathLike]) -> None:
+    """Record artifact paths (relative to ``run_dir``) in the manifest's ``artifacts`` list."""
+    run_dir = Path(run_dir)
+    data = load(run_dir)
+    arts = list(data.get("artifacts", []))
+    for p in paths:
+        rel = os.path.relpath(Path(p), run_dir) if Path(p).is_absolute() else str(p)
+        if rel not in arts:
+            arts.append(rel)
+    update(run_dir, artifacts=sorted(arts))

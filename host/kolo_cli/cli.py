@@ -1,0 +1,102 @@
+"""The `kolo` command: a typer app whose verbs live in kolo_cli/commands/<group>.py.
+
+Each commands module exposes ``register(app)``. This module only wires global options and the single error
+handler: a KoloError prints one short coloured message (plus a hint naming the fix) and exits with its code; a
+traceback appears only with ``--debug``. Heavy imports (docker SDK, httpx) happen inside the verbs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from kolo_trainer.errors import KoloError
+
+from .state import STATE
+
+#: commands modules, in the order their verbs appear in `kolo --help`.
+COMMAND_MODULES = ["lifecycle", "data", "train", "export", "ollama"]
+
+app = typer.Typer(
+    name="kolo",
+    help="Fine-tune an LLM on your own machine and chat with it in Ollama minutes later.\n\n"
+    "Example: kolo up && kolo data add chats.jsonl && kolo train --train-data data/chats.jsonl --quantization Q4_K_M",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+
+@app.callback()
+def _root(
+    runtime: str = typer.Option(None, "--runtime", envvar="KOLO_RUNTIME", metavar="docker|local",
+                                help="Run trainer work in the kolo container (docker) or as a local subprocess."),
+    data_root: Optional[Path] = typer.Option(None, "--data-root", envvar="KOLO_DATA",
+                                             help="Host folder mounted at /var/kolo_data (default ./kolo_data)."),
+    container: str = typer.Option(None, "--container", envvar="KOLO_CONTAINER",
+                                  help="Container name (default kolo)."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+) -> None:
+    if runtime is not None:
+        if runtime not in ("docker", "local"):
+            raise KoloError(f"--runtime must be docker or local, not {runtime!r}")
+        STATE.runtime = runtime
+    if data_root is not None:
+        STATE.data_root = data_root
+    if container is not None:
+        STATE.container = container
+    STATE.debug = debug
+
+
+for _name in COMMAND_MODULES:
+    try:
+        _mod = importlib.import_module(f"kolo_cli.commands.{_name}")
+    except ModuleNotFoundError as _e:  # a commands module not written yet
+        if _e.name != f"kolo_cli.commands.{_name}":
+            raise
+        continue
+    _mod.register(app)
+
+
+def report(e: KoloError) -> None:
+    from rich.console import Console
+
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {e.message}", markup=True)
+    if e.hint:
+        err.print(f"[yellow]hint:[/] {e.hint}", markup=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    debug = "--debug" in (sys.argv[1:] if argv is None else argv)
+    try:
+        rc = app(args=argv, prog_name="kolo", standalone_mode=False)
+    except KoloError as e:
+        if debug:
+            raise
+        report(e)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except SystemExit as e:  # typer.Exit / click exits with a code
+        return int(e.code or 0)
+    except Exception as e:  # click usage errors and friends
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            return e.exit_code
+        if isinstance(e, click.exceptions.Abort):
+            print("aborted", file=sys.stderr)
+            return 130
+        if debug:
+            raise
+        print(f"error: {type(e).__name__}: {e} (run with --debug for a traceback)", file=sys.stderr)
+        return 1
+    return rc if isinstance(rc, int) else 0
