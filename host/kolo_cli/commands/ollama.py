@@ -1,0 +1,367 @@
+"""The last mile: ollama-install, ollama-uninstall, list, delete, lmstudio-install.
+
+Everything here runs on the host against the host data root (``--data-root`` / KOLO_DATA, bind-mounted into the
+container at /var/kolo_data), so these verbs need no running kolo container. Ollama is reached over its REST API
+(kolo_cli.ollama_client); LM Studio is a folder layout on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from kolo_trainer.errors import KoloError
+
+from ..state import STATE
+
+OLLAMA_OPT_HELP = "Ollama server URL (default: OLLAMA_HOST or http://127.0.0.1:11434)."
+
+
+def _stderr():
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _stdout():
+    from rich.console import Console
+
+    return Console(highlight=False, soft_wrap=True)
+
+
+def _outputs() -> Path:
+    return Path(STATE.data_root) / "outputs"
+
+
+def _run_dir(output_dir: str, must_exist: bool = True) -> Path:
+    """``<data root>/outputs/<output_dir>``, refusing anything but one plain folder name inside outputs/."""
+    from kolo_trainer import names
+
+    try:
+        names.check_plain(output_dir)
+    except ValueError as e:
+        raise KoloError(f"run name {output_dir!r}: {e}") from None
+    outputs = _outputs()
+    p = outputs / output_dir
+    if p.is_symlink():
+        # resolve_under would follow it; a link is never a run kolo made, and deleting through it could reach
+        # anything on the disk.
+        raise KoloError(f"{p} is a symbolic link, not a kolo run folder; remove the link yourself if you mean to")
+    p = names.resolve_under(outputs, output_dir, "run name")
+    if must_exist and not p.is_dir():
+        raise KoloError(f"no run {output_dir!r} under {outputs}", hint="see the runs with `kolo list`")
+    return p
+
+
+# ------------------------------------------------------------------------------------------- ollama-install
+def ollama_install(
+    name: str = typer.Argument(..., help="Name for the model in Ollama, e.g. my-model or my-model:q4."),
+    output_dir: str = typer.Option(..., "--output-dir", help="Run folder under <data root>/outputs/."),
+    quantization: str = typer.Option("Q4_K_M", "--quantization", help="Which exported GGUF to install."),
+    ollama: Optional[str] = typer.Option(None, "--ollama", help=OLLAMA_OPT_HELP),
+    smoke_max_tokens: int = typer.Option(256, "--smoke-max-tokens", min=1,
+                                         help="Token limit of the smoke prompt; hitting it fails the install."),
+) -> None:
+    """Register an exported run with Ollama: upload the GGUF, create the model from its Modelfile, smoke-test it.
+
+    Works against the compose `ollama` service and against an Ollama you already run on this machine.
+
+    Example: kolo ollama-install my-model --output-dir my-run --quantization Q4_K_M
+    """
+    from kolo_trainer import manifest
+    from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
+                               TransferSpeedColumn)
+
+    from .. import ollama_client as oc
+
+    err = _stderr()
+    plan = oc.plan_install(Path(STATE.data_root), output_dir, quantization, name)
+    files = ([plan.gguf] if plan.gguf else []) + plan.adapters
+    digests: dict[Path, str] = {}
+    with oc.OllamaClient(ollama) as client:
+        client.tags()  # fail fast (one line) when nothing answers, before hashing gigabytes
+        progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                            TimeRemainingColumn(), console=err, disable=not err.is_terminal, transient=True)
+        with progress:
+            for f in files:
+                size = f.stat().st_size
+                err.print(f"hashing {f.name} ({size:,} bytes)")
+                t = progress.add_task(f"hash {f.name}", total=size)
+                digests[f] = oc.sha256_file(f, lambda n, t=t: progress.advance(t, n))
+                progress.remove_task(t)
+                if client.has_blob(digests[f]):
+                    err.print(f"{f.name}: already on the server ({digests[f][:19]}…), not uploading")
+                    continue
+                err.print(f"uploading {f.name} to {client.base_url}")
+                t = progress.add_task(f"upload {f.name}", total=size)
+                client.push_blob(f, digests[f], lambda n, t=t: progress.advance(t, n))
+                progress.remove_task(t)
+        payload = plan.create_payload(digests)
+        err.print(f"creating {name!r} from {plan.modelfile_path.name}")
+        client.create(payload)
+        manifest.update(plan.run_dir, installs=_with_install(manifest.load(plan.run_dir), name, {
+            "quantization": plan.quantization, "url": client.base_url,
+            "digest": digests.get(plan.gguf) if plan.gguf else None, "installed": manifest.now()}))
+        err.print(f"smoke prompt: {plan.smoke_prompt!r}")
+        resp = client.chat(name, plan.smoke_prompt, {"num_predict": smoke_max_tokens, "temperature": 0})
+        reply = oc.smoke_check(resp, name, smoke_max_tokens)
+    _stdout().print(f"[green]installed[/] {name} ({plan.quantization} of {output_dir}) in Ollama at "
+                    f"{client.base_url}; reply: {reply.strip()[:200]!r}\nchat with it: ollama run {name}")
+
+
+def _with_install(data: dict[str, Any], name: str, record: Optional[dict[str, Any]]) -> dict[str, Any]:
+    """The manifest's ``installs`` section with ``name`` set to ``record`` (or removed when record is None)."""
+    installs = dict(data.get("installs") or {})
+    ollama = dict(installs.get("ollama") or {})
+    if record is None:
+        ollama.pop(name, None)
+    else:
+        ollama[name] = record
+    installs["ollama"] = ollama
+    return installs
+
+
+# ----------------------------------------------------------------------------------------- ollama-uninstall
+def ollama_uninstall(
+    name: str = typer.Argument(..., help="The model name in Ollama."),
+    ollama: Optional[str] = typer.Option(None, "--ollama", help=OLLAMA_OPT_HELP),
+) -> None:
+    """Remove a model from Ollama (the run folder and its GGUFs stay).
+
+    Example: kolo ollama-uninstall my-model
+    """
+    from kolo_trainer import manifest
+
+    from .. import ollama_client as oc
+
+    oc.check_model_name(name)
+    with oc.OllamaClient(ollama) as client:
+        client.delete(name)
+    # forget the install in whichever run recorded it, so `kolo list` stays truthful
+    for mpath in sorted(_outputs().glob("*/kolo.json")) if _outputs().is_dir() else []:
+        data = manifest.load(mpath.parent)
+        recorded = ((data.get("installs") or {}).get("ollama") or {})
+        for n in [n for n in recorded if oc.same_model(n, name)]:
+            manifest.update(mpath.parent, installs=_with_install(manifest.load(mpath.parent), n, None))
+    _stdout().print(f"removed {name} from Ollama at {client.base_url}")
+
+
+# ------------------------------------------------------------------------------------------------------- list
+def _quantizations(run_dir: Path) -> list[str]:
+    """Quantisations with a finished GGUF on disk (<run>/gguf/<run>-<Q>.gguf); partial .tmp- files do not count."""
+    from kolo_trainer.options import QUANTIZATIONS
+
+    found = []
+    gdir = run_dir / "gguf"
+    if gdir.is_dir():
+        for p in gdir.glob("*.gguf"):
+            if p.name.startswith("."):
+                continue
+            q = p.stem.rsplit("-", 1)[-1].upper()
+            if q in QUANTIZATIONS and q not in found:
+                found.append(q)
+    return sorted(found, key=QUANTIZATIONS.index)
+
+
+def list_runs(
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    ollama: Optional[str] = typer.Option(None, "--ollama", help=OLLAMA_OPT_HELP),
+) -> None:
+    """List the runs under <data root>/outputs/, their GGUF quantisations and which are installed in Ollama.
+
+    When Ollama does not answer, the Ollama column says "unknown" (the listing still works).
+
+    Example: kolo list --json
+    """
+    from kolo_trainer import manifest
+
+    from .. import ollama_client as oc
+
+    tags: Optional[list[str]] = None
+    ollama_error = None
+    try:
+        with oc.OllamaClient(ollama, timeout=10.0) as client:
+            tags = client.tags()
+            url = client.base_url
+    except KoloError as e:
+        ollama_error = e.message
+        url = oc.normalise_url(ollama) if ollama else oc.default_url()
+
+    rows = []
+    outputs = _outputs()
+    for run in sorted(p for p in outputs.iterdir() if p.is_dir() and not p.name.startswith(".")) \
+            if outputs.is_dir() else []:
+        try:
+            data = manifest.load(run)
+        except (ValueError, OSError):
+            data = {"status": "unreadable kolo.json"}
+        recorded = sorted(((data.get("installs") or {}).get("ollama") or {}).keys())
+        if tags is None:
+            installed: Any = "unknown"
+        else:
+            installed = [n for n in recorded if any(oc.same_model(n, t) for t in tags)]
+        rows.append({"name": run.name, "status": data.get("status", "unknown") if data else "no kolo.json",
+                     "base_model": (data.get("base_model") or {}).get("id"), "updated": data.get("updated"),
+                     "quantizations": _quantizations(run), "ollama": installed})
+
+    if as_json:
+        print(json.dumps({"data_root": str(Path(STATE.data_root)), "ollama_url": url,
+                          "ollama_error": ollama_error, "runs": rows}, indent=2))
+        return
+    from rich.table import Table
+
+    out = _stdout()
+    if not rows:
+        out.print(f"no runs under {outputs} yet — train one with `kolo train`")
+    else:
+        table = Table(title=f"kolo runs in {outputs}")
+        for col in ("run", "status", "base model", "GGUF", "in Ollama"):
+            table.add_column(col)
+        for r in rows:
+            inst = r["ollama"]
+            table.add_row(r["name"], r["status"], r["base_model"] or "-", ", ".join(r["quantizations"]) or "-",
+                          inst if isinstance(inst, str) else (", ".join(inst) or "-"))
+        out.print(table)
+    if ollama_error:
+        _stderr().print(f"[yellow]Ollama unknown:[/] {ollama_error}")
+
+
+# ----------------------------------------------------------------------------------------------------- delete
+def _lock_holder(run: Path) -> Optional[str]:
+    """'pid N' when a live process on this host holds the run's .lock; None otherwise (or when not knowable)."""
+    lock = run / ".lock"
+    try:
+        info = json.loads(lock.read_text())
+        pid = int(info.get("pid"))
+    except (OSError, ValueError, TypeError):
+        return None
+    if info.get("host") not in (None, socket.gethostname()):
+        return None  # a lock written inside the container: its pid means nothing here
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    return f"pid {pid}"
+
+
+def delete(
+    output_dir: str = typer.Argument(..., help="Run folder under <data root>/outputs/."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask; delete."),
+) -> None:
+    """Delete one run folder under <data root>/outputs/ (asks you to type its name; --yes skips).
+
+    Only ever deletes inside outputs/: the name must be a single folder name. Models installed in Ollama keep
+    working (Ollama holds its own copy).
+
+    Example: kolo delete my-run
+    """
+    from kolo_trainer.manifest import TMP_PREFIX
+
+    run = _run_dir(output_dir)
+    holder = _lock_holder(run)
+    if holder:
+        raise KoloError(f"run {output_dir!r} is in use ({holder} holds {run / '.lock'})",
+                        hint="wait for it to finish or stop it first")
+    if not yes:
+        typed = typer.prompt(f"This deletes {run} and everything in it. Type the run name to confirm")
+        if typed != output_dir:
+            raise KoloError(f"you typed {typed!r}, not {output_dir!r}; nothing was deleted")
+    # Rename first, then remove: a crash part-way leaves a .tmp- folder (which the next stage cleans up), never a
+    # half-deleted run under its real name.
+    doomed = run.parent / f"{TMP_PREFIX}delete-{os.getpid()}-{run.name}"
+    try:
+        os.replace(run, doomed)
+        shutil.rmtree(doomed)
+    except PermissionError as e:
+        raise KoloError(f"cannot delete {run}: {e.strerror} ({e.filename})",
+                        hint="files written inside the container may belong to another user; "
+                             "delete them from `kolo shell` or with sudo") from None
+    _stdout().print(f"deleted {run}")
+
+
+# ------------------------------------------------------------------------------------------ lmstudio-install
+def _lmstudio_default() -> Path:
+    return Path(os.environ.get("LMSTUDIO_MODELS_DIR") or Path.home() / ".lmstudio" / "models")
+
+
+def place_file(src: Path, dest: Path) -> str:
+    """Put ``src`` at ``dest`` atomically: a hard link when the filesystem allows it, else a copy.
+
+    Returns "linked", "copied" or "already there". The link/copy goes to a temporary name in dest's folder and
+    is renamed into place, so LM Studio never sees a half-copied GGUF.
+    """
+    from kolo_trainer.manifest import TMP_PREFIX
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.exists() and os.path.samefile(src, dest):
+        return "already there"
+    tmp = dest.parent / f"{TMP_PREFIX}{os.getpid()}-{dest.name}"
+    if tmp.exists():
+        tmp.unlink()
+    try:
+        os.link(src, tmp)
+        how = "linked"
+    except OSError:  # another filesystem (EXDEV), Windows share, no permission: copy instead
+        try:
+            shutil.copyfile(src, tmp)
+        except BaseException:
+            if tmp.exists():
+                tmp.unlink()
+            raise
+        how = "copied"
+    os.replace(tmp, dest)
+    return how
+
+
+def lmstudio_install(
+    output_dir: str = typer.Argument(..., help="Run folder under <data root>/outputs/."),
+    quantization: str = typer.Option("Q4_K_M", "--quantization", help="Which exported GGUF to place."),
+    models_dir: Optional[Path] = typer.Option(None, "--models-dir",
+                                              help="LM Studio models folder (default: LMSTUDIO_MODELS_DIR or "
+                                                   "~/.lmstudio/models)."),
+    publisher: str = typer.Option("kolo", "--publisher", help="Publisher folder name in LM Studio's layout."),
+) -> None:
+    """Place a run's GGUF in LM Studio's models folder: <models dir>/<publisher>/<run>/<run>-<Q>.gguf.
+
+    Hard-links when the models folder is on the same disk (no extra space), else copies.
+    LM Studio reads the chat template from the GGUF itself.
+
+    Example: kolo lmstudio-install my-run --quantization Q4_K_M
+    """
+    from kolo_trainer import names
+    from kolo_trainer.options import QUANTIZATIONS
+
+    try:
+        names.check_plain(publisher)
+    except ValueError as e:
+        raise KoloError(f"--publisher {publisher!r}: {e}") from None
+    quant = quantization.strip().upper()
+    if quant not in QUANTIZATIONS:
+        raise KoloError(f"unknown quantization {quantization!r}; choose from {', '.join(QUANTIZATIONS)}")
+    run = _run_dir(output_dir)
+    src = run / "gguf" / f"{run.name}-{quant}.gguf"
+    if not src.is_file():
+        have = _quantizations(run)
+        raise KoloError(f"run {output_dir!r} has no {quant} GGUF ({src} is missing)"
+                        + (f"; exported: {', '.join(have)}" if have else ""),
+                        hint=f"kolo export --output-dir {output_dir} --quantization {quant}")
+    root = (models_dir or _lmstudio_default()).expanduser()
+    dest = root / publisher / run.name / src.name
+    how = place_file(src, dest)
+    _stdout().print(f"{how}: {dest}\nopen LM Studio → My Models; it lists {publisher}/{run.name}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("ollama-install")(ollama_install)
+    app.command("ollama-uninstall")(ollama_uninstall)
+    app.command("list")(list_runs)
+    app.command("delete")(delete)
+    app.command("lmstudio-install")(lmstudio_install)
