@@ -1,0 +1,331 @@
+"""One trainer argv, two ways to run it: in the kolo container (``docker exec``) or as a local subprocess.
+
+:func:`trainer_argv` is the only place the trainer command line is built (from ``spec.to_argv``); the transports
+only decide *where* it runs and which data root the trainer sees. Everything is an argv list: a name with a quote,
+a space or a ``;`` is one inert argument, never shell code.
+
+Both transports stream stdout/stderr live, hand ``@@kolo`` progress lines to the renderer, and return the
+trainer's exit code (which becomes kolo's). Ctrl-C stops the trainer itself, not just the client:
+
+* ``docker exec`` does not forward signals, and killing the client leaves the process running in the container,
+  holding the GPU. So every exec carries a unique ``KOLO_RUN_ID`` in its environment; on Ctrl-C a second exec
+  (:data:`STOP_SCRIPT`) finds the processes with that marker in ``/proc/*/environ`` (the trainer and its
+  children), sends SIGINT, waits a grace period for the trainer to save and exit, then SIGKILLs what is left.
+* The child is started in its own session, so a terminal Ctrl-C reaches kolo only and the trainer gets exactly
+  one SIGINT, from us (two would interrupt its clean shutdown).
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import uuid
+from pathlib import Path
+from typing import Any, Sequence
+
+from kolo_trainer.progress import parse_line
+
+from .errors import DockerCliMissing, Interrupted
+from .state import CONTAINER_DATA_ROOT
+
+#: Environment passed by NAME into the container (``docker exec -e NAME``): the docker client copies the value
+#: from its own environment, so secrets never appear in any argv (``ps``, ``docker inspect``, --dry-run).
+PASSTHROUGH_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "WANDB_API_KEY", "HF_ENDPOINT", "HF_HUB_OFFLINE",
+                   "TRANSFORMERS_OFFLINE", "KOLO_DEBUG")
+
+#: Seconds the trainer gets after SIGINT to finish its checkpoint / manifest before SIGKILL.
+DEFAULT_GRACE_S = 30.0
+
+#: Runs inside the container on Ctrl-C: argv = [marker, grace seconds]. A constant program (no interpolation).
+STOP_SCRIPT = r"""
+import os, signal, sys, time
+marker = ("KOLO_RUN_ID=" + sys.argv[1]).encode() + b"\0"
+grace = float(sys.argv[2])
+me = os.getpid()
+def marked():
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit() or int(d) == me:
+            continue
+        try:
+            with open("/proc/%s/environ" % d, "rb") as f:
+                env = f.read()
+            with open("/proc/%s/stat" % d, "rb") as f:
+                state = f.read().rsplit(b")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != b"Z" and (env.startswith(marker) or b"\0" + marker in env):
+            out.append(int(d))
+    return out
+pids = marked()
+for p in pids:
+    try: os.kill(p, signal.SIGINT)
+    except OSError: pass
+deadline = time.time() + grace
+while marked() and time.time() < deadline:
+    time.sleep(0.1)
+left = marked()
+for p in left:
+    try: os.kill(p, signal.SIGKILL)
+    except OSError: pass
+print("stopped %d process(es)%s" % (len(pids), ", %d killed after %gs" % (len(left), grace) if left else ""))
+"""
+
+
+def trainer_argv(verb: str, model: type | None, explicit: dict[str, Any], data_root: str | os.PathLike,
+                 extra: Sequence[str] = ()) -> list[str]:
+    """``python -m kolo_trainer VERB [options] [extra] --data-root ROOT``; options from ``spec.to_argv``.
+
+    ``explicit`` holds only the options that were given (config + flags), so an explicit 0 or False survives and
+    every default stays the trainer's. ``argv[0]`` is ``python``; a transport swaps in the interpreter it uses.
+    """
+    argv = ["python", "-m", "kolo_trainer", verb]
+    if model is not None:
+        from kolo_trainer.spec import to_argv
+
+        argv += to_argv(model, explicit)
+    argv += list(extra)
+    argv += ["--data-root", str(data_root)]
+    return argv
+
+
+class Transport:
+    """Where the trainer runs. Subclasses define :attr:`data_root`, :meth:`command` and :meth:`stop`."""
+
+    name = "?"
+    data_root: str
+
+    def command(self, argv: list[str], interactive: bool = False) -> list[str]:
+        raise NotImplementedError
+
+    def preflight(self) -> None:
+        """Fail early with a one-line message when the runtime is not usable."""
+
+    def popen_kwargs(self) -> dict[str, Any]:
+        return {}
+
+    def stop(self, proc: subprocess.Popen, grace_s: float) -> str:
+        raise NotImplementedError
+
+    def dry_run_line(self, argv: list[str]) -> str:
+        return shlex.join(self.command(argv))
+
+    # ------------------------------------------------------------------ running
+
+    def run(self, argv: list[str], renderer: Any = None, interactive: bool = False,
+            grace_s: float | None = None) -> int:
+        """Run ``argv`` (from :func:`trainer_argv`) and return its exit code; Ctrl-C stops it and raises
+        :class:`Interrupted`. ``interactive`` passes the terminal straight through (for chat)."""
+        self.preflight()
+        if grace_s is None:
+            grace_s = float(os.environ.get("KOLO_STOP_GRACE_S", DEFAULT_GRACE_S))
+        cmd = self.command(argv, interactive=interactive)
+        kwargs = self.popen_kwargs()
+        if os.name == "posix":
+            kwargs["start_new_session"] = True
+        if interactive:
+            proc = subprocess.Popen(cmd, **kwargs)
+            return self._wait(proc, None, grace_s)
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                **kwargs)
+        return self._wait(proc, renderer, grace_s)
+
+    def _wait(self, proc: subprocess.Popen, renderer: Any, grace_s: float) -> int:
+        lines: queue.Queue = queue.Queue()
+        readers = []
+        if renderer is not None and proc.stdout is not None:
+            for stream, name in ((proc.stdout, "stdout"), (proc.stderr, "stderr")):
+                t = threading.Thread(target=_pump, args=(stream, name, lines), daemon=True)
+                t.start()
+                readers.append(t)
+        readers_open = [len(readers)]
+        old_term = _sigterm_as_interrupt()
+        try:
+            try:
+                _drain(proc, readers, lines, renderer, readers_open=readers_open)
+            except KeyboardInterrupt:
+                if renderer is not None:
+                    renderer.log("interrupted: stopping the trainer ...", "stderr")
+                else:
+                    print("\ninterrupted: stopping the trainer ...", file=sys.stderr)
+                try:
+                    msg = self.stop(proc, grace_s)
+                    _drain(proc, readers, lines, renderer, grace_s + 15, readers_open)
+                except KeyboardInterrupt:  # a second Ctrl-C: no more patience
+                    msg = self.stop(proc, 0)
+                    _drain(proc, readers, lines, renderer, 15, readers_open)
+                raise Interrupted(f"stopped ({msg}); exit code {proc.returncode}",
+                                  "a run interrupted during training can continue with `kolo train --resume ...`")
+        finally:
+            _restore_sigterm(old_term)
+            if proc.poll() is None:  # never leave a client process behind us
+                proc.kill()
+                proc.wait()
+            if renderer is not None:
+                renderer.close()
+        return proc.returncode
+
+
+def _pump(stream: Any, name: str, lines: queue.Queue) -> None:
+    try:
+        for raw in iter(stream.readline, b""):
+            lines.put((name, raw.decode("utf-8", errors="replace").rstrip("\r\n")))
+    finally:
+        lines.put((name, None))
+
+
+def _drain(proc: subprocess.Popen, readers: list, lines: queue.Queue, renderer: Any,
+           timeout: float | None = None, readers_open: list[int] | None = None) -> None:
+    """Render lines as they come until the process exits and both pipes are closed.
+
+    ``readers_open`` is a one-element counter of pipes not yet closed, shared between calls (after Ctrl-C the
+    remaining output is drained by a second call)."""
+    import time
+
+    readers_open = readers_open if readers_open is not None else [len(readers)]
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        if deadline is not None and time.monotonic() > deadline:
+            return
+        if not readers:
+            try:
+                proc.wait(timeout=0.2)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+        try:
+            name, line = lines.get(timeout=0.2)
+        except queue.Empty:
+            if readers_open[0] == 0 and proc.poll() is not None:
+                return
+            continue
+        if line is None:
+            readers_open[0] -= 1
+            if readers_open[0] == 0:
+                wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+                try:
+                    proc.wait(timeout=wait)
+                except subprocess.TimeoutExpired:
+                    pass
+                return
+            continue
+        ev = parse_line(line) if name == "stdout" else None
+        if ev is not None:
+            renderer.event(ev)
+        else:
+            renderer.log(line, name)
+
+
+def _sigterm_as_interrupt() -> Any:
+    """Treat SIGTERM (``timeout``, ``kill``) like Ctrl-C so the in-container trainer is stopped too."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGTERM"):
+        return None
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, handler)
+
+
+def _restore_sigterm(old: Any) -> None:
+    if old is not None:
+        signal.signal(signal.SIGTERM, old)
+
+
+class LocalTransport(Transport):
+    """The trainer as a subprocess of this Python (the CPU demo, tests). The data root is the host folder."""
+
+    name = "local"
+
+    def __init__(self, data_root: str | os.PathLike, debug: bool = False):
+        self.data_root = str(Path(data_root).resolve())
+        self.debug = debug
+
+    def command(self, argv: list[str], interactive: bool = False) -> list[str]:
+        return [sys.executable] + argv[1:]
+
+    def popen_kwargs(self) -> dict[str, Any]:
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        if self.debug:
+            env["KOLO_DEBUG"] = "1"
+        return {"env": env}
+
+    def stop(self, proc: subprocess.Popen, grace_s: float) -> str:
+        if proc.poll() is not None:
+            return "it had already exited"
+        if grace_s > 0:
+            proc.send_signal(signal.SIGINT if os.name == "posix" else signal.SIGTERM)
+            try:
+                proc.wait(timeout=grace_s)
+                return "the trainer process exited"
+            except subprocess.TimeoutExpired:
+                pass
+        proc.kill()
+        proc.wait()
+        return f"the trainer process was killed after {grace_s:g}s"
+
+
+class DockerTransport(Transport):
+    """``docker exec`` into the kolo container through the docker CLI (it streams and handles TTYs; the SDK's
+    exec API would need our own demultiplexing). The data root is the container's mount point."""
+
+    name = "docker"
+
+    def __init__(self, container: str, host_data_root: str | os.PathLike | None = None, debug: bool = False,
+                 run_id: str | None = None):
+        self.container = container
+        self.host_data_root = None if host_data_root is None else str(Path(host_data_root).resolve())
+        self.data_root = CONTAINER_DATA_ROOT
+        self.debug = debug
+        self.run_id = run_id or uuid.uuid4().hex[:12]
+
+    def _docker(self) -> str:
+        exe = shutil.which("docker")
+        if exe is None:
+            raise DockerCliMissing()
+        return exe
+
+    def command(self, argv: list[str], interactive: bool = False) -> list[str]:
+        cmd = ["docker", "exec"]
+        if interactive:
+            cmd.append("-it" if sys.stdin.isatty() and sys.stdout.isatty() else "-i")
+        cmd += ["-e", "PYTHONUNBUFFERED=1", "-e", f"KOLO_RUN_ID={self.run_id}"]
+        if self.debug:
+            cmd += ["-e", "KOLO_DEBUG=1"]
+        for name in PASSTHROUGH_ENV:
+            if name in os.environ and not (name == "KOLO_DEBUG" and self.debug):
+                cmd += ["-e", name]  # by name only: the value never enters argv
+        return cmd + [self.container] + argv
+
+    def preflight(self) -> None:
+        self._docker()
+        from . import docker_ctl
+
+        container = docker_ctl.require_running(self.container)
+        if self.host_data_root is not None:
+            docker_ctl.check_data_root(container, self.host_data_root)
+
+    def popen_kwargs(self) -> dict[str, Any]:
+        return {"executable": self._docker()}
+
+    def stop(self, proc: subprocess.Popen, grace_s: float) -> str:
+        stop = [self._docker(), "exec", self.container, "python", "-c", STOP_SCRIPT, self.run_id, str(grace_s)]
+        try:
+            done = subprocess.run(stop, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                                  timeout=grace_s + 30)
+            detail = (done.stdout.strip() or done.stderr.strip() or f"exit {done.returncode}").splitlines()[-1]
+        except subprocess.TimeoutExpired:
+            detail = "the stop command timed out"
+        return f"inside container {self.container!r}: {detail}"
+
+
+def make_transport(runtime: str, container: str, data_root: str | os.PathLike, debug: bool = False) -> Transport:
+    if runtime == "local":
+        return LocalTransport(data_root, debug=debug)
+    return DockerTransport(container, host_data_root=data_root, debug=debug)
