@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
-from kolo_trainer.errors import KoloError, VerificationError
+from kolo_trainer.errors import KoloError, NameError_, VerificationError
 
 DEFAULT_URL = "http://127.0.0.1:11434"
 DEFAULT_PORT = 11434
@@ -484,7 +484,7 @@ def plan_install(data_root: Path, output_dir: str, quantization: str, name: str)
     try:
         names.check_plain(output_dir)
     except ValueError as e:
-        raise KoloError(f"--output-dir {output_dir!r}: {e}") from None
+        raise NameError_(f"--output-dir {output_dir!r}: {e}") from None
     quant = quantization.strip().upper()
     if quant not in QUANTIZATIONS:
         raise KoloError(f"unknown quantization {quantization!r}; choose from {', '.join(QUANTIZATIONS)}")

@@ -307,7 +307,7 @@ def test_install_checks_the_run_before_any_request(ollama, root, capsys):
                 "--ollama", ollama.url) == 1
     err = capsys.readouterr().err
     assert "has no Q8_0 export" in err and "kolo export --output-dir my-run --quantization Q8_0" in err
-    assert kolo(root, "ollama-install", "my-model", "--output-dir", "../etc", "--ollama", ollama.url) == 1
+    assert kolo(root, "ollama-install", "my-model", "--output-dir", "../etc", "--ollama", ollama.url) == 2
     assert kolo(root, "ollama-install", "my-model", "--output-dir", "nope", "--ollama", ollama.url) == 1
     assert kolo(root, "ollama-install", "my-model", "--output-dir", "my-run", "--quantization", "Q9",
                 "--ollama", ollama.url) == 1

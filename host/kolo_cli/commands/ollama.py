@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 import typer
 
-from kolo_trainer.errors import KoloError
+from kolo_trainer.errors import KoloError, NameError_
 
 from ..state import STATE
 
@@ -46,7 +46,7 @@ def _run_dir(output_dir: str, must_exist: bool = True) -> Path:
     try:
         names.check_plain(output_dir)
     except ValueError as e:
-        raise KoloError(f"run name {output_dir!r}: {e}") from None
+        raise NameError_(f"run name {output_dir!r}: {e}") from None
     outputs = _outputs()
     p = outputs / output_dir
     if p.is_symlink():
@@ -342,7 +342,7 @@ def lmstudio_install(
     try:
         names.check_plain(publisher)
     except ValueError as e:
-        raise KoloError(f"--publisher {publisher!r}: {e}") from None
+        raise NameError_(f"--publisher {publisher!r}: {e}") from None
     quant = quantization.strip().upper()
     if quant not in QUANTIZATIONS:
         raise KoloError(f"unknown quantization {quantization!r}; choose from {', '.join(QUANTIZATIONS)}")
