@@ -102,7 +102,11 @@ def build_tokenizer(out_dir: str | os.PathLike, *, template: str = "chatml", voc
         "pad_token": "<pad>",
         "add_bos_token": True,
         "add_eos_token": False,
-        "legacy": False,
+        # legacy=True: HF then puts the SentencePiece dummy-prefix space after every special token, exactly as
+        # llama.cpp's SPM tokenizer does (GGUF add_space_prefix). With legacy=False HF tokenises
+        # "<|im_start|>system" as [<|im_start|>, system] but llama.cpp (so Ollama) as [<|im_start|>, ▁system]:
+        # the model would be served token ids it was never trained on (export verification (b) catches this).
+        "legacy": True,
         "add_prefix_space": None,
         "clean_up_tokenization_spaces": False,
         "model_max_length": 4096,
@@ -150,7 +154,7 @@ def build(out_dir: str | os.PathLike, *, family: str = "llama", template: str = 
     """Build the tiny model into ``out_dir`` (atomically); a no-op when an identical one is already there."""
     out = Path(out_dir)
     params = {"family": family, "template": template, "hidden_size": hidden_size, "num_layers": num_layers,
-              "vocab_size": vocab_size, "seed": seed, "version": 1}
+              "vocab_size": vocab_size, "seed": seed, "version": 2}
     info = out / TINY_INFO
     if not force and info.exists():
         try:
