@@ -127,6 +127,8 @@ def gpu_visible(container: Any) -> tuple[bool | None, str]:
     gpus = [line for line in out.splitlines() if line.startswith("GPU ")]
     if code == 0 and gpus:
         return True, "; ".join(gpus)
+    if "executable file not found" in out or "not found" in out.lower() and code in (126, 127):
+        return False, "nvidia-smi not found in the container (no GPU passed through)"
     first = out.strip().splitlines()[0] if out.strip() else f"exit {code}"
     return False, first[:160]
 

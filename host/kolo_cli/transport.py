@@ -25,6 +25,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Sequence
@@ -160,8 +161,9 @@ class Transport:
                 except KeyboardInterrupt:  # a second Ctrl-C: no more patience
                     msg = self.stop(proc, 0)
                     _drain(proc, readers, lines, renderer, 15, readers_open)
-                raise Interrupted(f"stopped ({msg}); exit code {proc.returncode}",
-                                  "a run interrupted during training can continue with `kolo train --resume ...`")
+                raise Interrupted(f"interrupted: {msg} (exit code {proc.returncode})",
+                                  "run the same command again to continue; training resumes from its last "
+                                  "checkpoint with --resume")
         finally:
             _restore_sigterm(old_term)
             if proc.poll() is None:  # never leave a client process behind us
@@ -186,8 +188,6 @@ def _drain(proc: subprocess.Popen, readers: list, lines: queue.Queue, renderer: 
 
     ``readers_open`` is a one-element counter of pipes not yet closed, shared between calls (after Ctrl-C the
     remaining output is drained by a second call)."""
-    import time
-
     readers_open = readers_open if readers_open is not None else [len(readers)]
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
@@ -258,17 +258,17 @@ class LocalTransport(Transport):
 
     def stop(self, proc: subprocess.Popen, grace_s: float) -> str:
         if proc.poll() is not None:
-            return "it had already exited"
+            return "the trainer had already exited"
         if grace_s > 0:
             proc.send_signal(signal.SIGINT if os.name == "posix" else signal.SIGTERM)
             try:
                 proc.wait(timeout=grace_s)
-                return "the trainer process exited"
+                return "stopped the trainer process"
             except subprocess.TimeoutExpired:
                 pass
         proc.kill()
         proc.wait()
-        return f"the trainer process was killed after {grace_s:g}s"
+        return f"killed the trainer process after {grace_s:g}s"
 
 
 class DockerTransport(Transport):
@@ -322,7 +322,7 @@ class DockerTransport(Transport):
             detail = (done.stdout.strip() or done.stderr.strip() or f"exit {done.returncode}").splitlines()[-1]
         except subprocess.TimeoutExpired:
             detail = "the stop command timed out"
-        return f"inside container {self.container!r}: {detail}"
+        return f"{detail} inside container {self.container!r}"
 
 
 def make_transport(runtime: str, container: str, data_root: str | os.PathLike, debug: bool = False) -> Transport:
