@@ -36,13 +36,13 @@ def root(tmp_path: Path) -> Path:
     return data
 
 
-def kolo(root: Path, *args: str) -> int:
+def run_kolo(root: Path, *args: str) -> int:
     return main(["--data-root", str(root), *args])
 
 
 # ------------------------------------------------------------------------------------------------ delete
 def test_delete_with_yes(root, capsys):
-    assert kolo(root, "delete", "run-a", "--yes") == 0
+    assert run_kolo(root, "delete", "run-a", "--yes") == 0
     assert not (root / "outputs/run-a").exists()
     assert (root / "outputs/run-b/kolo.json").exists()
     assert [p.name for p in (root / "outputs").iterdir()] == ["run-b"]  # no .tmp- leftovers
@@ -50,18 +50,18 @@ def test_delete_with_yes(root, capsys):
 
 def test_delete_asks_for_the_name(root, monkeypatch, capsys):
     monkeypatch.setattr("sys.stdin", __import__("io").StringIO("run-b\n"))
-    assert kolo(root, "delete", "run-a") == 1
+    assert run_kolo(root, "delete", "run-a") == 1
     assert "nothing was deleted" in capsys.readouterr().err
     assert (root / "outputs/run-a/kolo.json").exists()
     monkeypatch.setattr("sys.stdin", __import__("io").StringIO("run-a\n"))
-    assert kolo(root, "delete", "run-a") == 0
+    assert run_kolo(root, "delete", "run-a") == 0
     assert not (root / "outputs/run-a").exists()
 
 
 @pytest.mark.parametrize("name", ["..", "../data", "/etc", "run-a/gguf", "", "a\nb", "missing"])
 def test_delete_never_leaves_outputs(root, name, capsys):
     before = _tree_hash(root.parent)
-    assert kolo(root, "delete", name, "--yes") != 0
+    assert run_kolo(root, "delete", name, "--yes") != 0
     err = capsys.readouterr().err
     assert err.startswith("error:") and "Traceback" not in err
     assert _tree_hash(root.parent) == before
@@ -69,7 +69,7 @@ def test_delete_never_leaves_outputs(root, name, capsys):
 
 def test_delete_refuses_a_symlinked_run(root, capsys):
     (root / "outputs" / "link").symlink_to(root.parent / "outside", target_is_directory=True)
-    assert kolo(root, "delete", "link", "--yes") == 1
+    assert run_kolo(root, "delete", "link", "--yes") == 1
     assert "symbolic link" in capsys.readouterr().err
     assert (root.parent / "outside" / "keep.txt").read_text() == "precious"
 
@@ -79,7 +79,7 @@ def test_delete_refuses_a_run_in_use(root, capsys):
     import socket
 
     (root / "outputs/run-a/.lock").write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
-    assert kolo(root, "delete", "run-a", "--yes") == 1
+    assert run_kolo(root, "delete", "run-a", "--yes") == 1
     assert "is in use" in capsys.readouterr().err
     assert (root / "outputs/run-a/kolo.json").exists()
 
@@ -87,11 +87,11 @@ def test_delete_refuses_a_run_in_use(root, capsys):
 # -------------------------------------------------------------------------------------- lmstudio-install
 def test_lmstudio_install_hard_links(root, tmp_path, capsys):
     models = tmp_path / "lms"
-    assert kolo(root, "lmstudio-install", "run-a", "--quantization", "q4_k_m", "--models-dir", str(models)) == 0
+    assert run_kolo(root, "lmstudio-install", "run-a", "--quantization", "q4_k_m", "--models-dir", str(models)) == 0
     dest = models / "kolo" / "run-a" / "run-a-Q4_K_M.gguf"
     src = root / "outputs/run-a/gguf/run-a-Q4_K_M.gguf"
     assert os.path.samefile(src, dest) and "linked" in capsys.readouterr().out
-    assert kolo(root, "lmstudio-install", "run-a", "--models-dir", str(models)) == 0
+    assert run_kolo(root, "lmstudio-install", "run-a", "--models-dir", str(models)) == 0
     assert "already there" in capsys.readouterr().out
 
 
@@ -103,7 +103,7 @@ def test_lmstudio_install_env_default_and_copy_fallback(root, tmp_path, monkeypa
         raise OSError(18, "Invalid cross-device link")  # what os.link says across filesystems
 
     monkeypatch.setattr(os, "link", no_link)
-    assert kolo(root, "lmstudio-install", "run-b", "--publisher", "me") == 0
+    assert run_kolo(root, "lmstudio-install", "run-b", "--publisher", "me") == 0
     dest = models / "me" / "run-b" / "run-b-Q4_K_M.gguf"
     assert dest.read_bytes() == (root / "outputs/run-b/gguf/run-b-Q4_K_M.gguf").read_bytes()
     assert not os.path.samefile(dest, root / "outputs/run-b/gguf/run-b-Q4_K_M.gguf")
@@ -113,11 +113,11 @@ def test_lmstudio_install_env_default_and_copy_fallback(root, tmp_path, monkeypa
 
 def test_lmstudio_install_errors(root, tmp_path, capsys):
     models = tmp_path / "lms"
-    assert kolo(root, "lmstudio-install", "run-a", "--quantization", "Q8_0", "--models-dir", str(models)) == 1
+    assert run_kolo(root, "lmstudio-install", "run-a", "--quantization", "Q8_0", "--models-dir", str(models)) == 1
     err = capsys.readouterr().err
     assert "has no Q8_0 GGUF" in err and "exported: Q4_K_M" in err
-    assert kolo(root, "lmstudio-install", "run-a", "--publisher", "../up", "--models-dir", str(models)) == 2
-    assert kolo(root, "lmstudio-install", "../outside", "--models-dir", str(models)) != 0
+    assert run_kolo(root, "lmstudio-install", "run-a", "--publisher", "../up", "--models-dir", str(models)) == 2
+    assert run_kolo(root, "lmstudio-install", "../outside", "--models-dir", str(models)) != 0
     assert not models.exists()
 
 

@@ -171,7 +171,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def kolo(root: Path, *args: str) -> int:
+def run_kolo(root: Path, *args: str) -> int:
     return main(["--data-root", str(root), *args])
 
 
@@ -244,7 +244,7 @@ def test_bad_model_names_refused(name):
 # ----------------------------------------------------------------------------------------------- install
 def test_install_uploads_creates_and_smoke_tests(ollama, root, capsys):
     digest = "sha256:" + hashlib.sha256(GGUF_BYTES).hexdigest()
-    rc = kolo(root, "ollama-install", "my-model", "--output-dir", "my-run", "--quantization", "q4_k_m",
+    rc = run_kolo(root, "ollama-install", "my-model", "--output-dir", "my-run", "--quantization", "q4_k_m",
               "--ollama", ollama.url)
     out = capsys.readouterr()
     assert rc == 0, out.err
@@ -269,7 +269,7 @@ def test_install_uploads_creates_and_smoke_tests(ollama, root, capsys):
 
     # again: the blob is there, so nothing is uploaded
     ollama.requests.clear()
-    assert kolo(root, "ollama-install", "my-model", "--output-dir", "my-run", "--ollama", ollama.url) == 0
+    assert run_kolo(root, "ollama-install", "my-model", "--output-dir", "my-run", "--ollama", ollama.url) == 0
     assert ("POST", f"/api/blobs/{digest}") not in ollama.calls()
     assert ("HEAD", f"/api/blobs/{digest}") in ollama.calls()
 
@@ -285,7 +285,7 @@ def test_wrong_digest_is_refused(ollama, tmp_path):
 
 def test_smoke_hitting_the_length_limit_fails_loudly(ollama, root, capsys):
     ollama.done_reason = "length"
-    rc = kolo(root, "ollama-install", "my-model", "--output-dir", "my-run", "--ollama", ollama.url,
+    rc = run_kolo(root, "ollama-install", "my-model", "--output-dir", "my-run", "--ollama", ollama.url,
               "--smoke-max-tokens", "32")
     err = capsys.readouterr().err
     assert rc == 6
@@ -296,20 +296,20 @@ def test_smoke_hitting_the_length_limit_fails_loudly(ollama, root, capsys):
 
 def test_server_down_is_one_line(root, capsys):
     url = f"http://127.0.0.1:{free_port()}"
-    rc = kolo(root, "ollama-install", "my-model", "--output-dir", "my-run", "--ollama", url)
+    rc = run_kolo(root, "ollama-install", "my-model", "--output-dir", "my-run", "--ollama", url)
     err = capsys.readouterr().err
     assert rc == 1
     assert f"no Ollama server answers at {url}" in err and "Traceback" not in err
 
 
 def test_install_checks_the_run_before_any_request(ollama, root, capsys):
-    assert kolo(root, "ollama-install", "my-model", "--output-dir", "my-run", "--quantization", "Q8_0",
+    assert run_kolo(root, "ollama-install", "my-model", "--output-dir", "my-run", "--quantization", "Q8_0",
                 "--ollama", ollama.url) == 1
     err = capsys.readouterr().err
     assert "has no Q8_0 export" in err and "kolo export --output-dir my-run --quantization Q8_0" in err
-    assert kolo(root, "ollama-install", "my-model", "--output-dir", "../etc", "--ollama", ollama.url) == 2
-    assert kolo(root, "ollama-install", "my-model", "--output-dir", "nope", "--ollama", ollama.url) == 1
-    assert kolo(root, "ollama-install", "my-model", "--output-dir", "my-run", "--quantization", "Q9",
+    assert run_kolo(root, "ollama-install", "my-model", "--output-dir", "../etc", "--ollama", ollama.url) == 2
+    assert run_kolo(root, "ollama-install", "my-model", "--output-dir", "nope", "--ollama", ollama.url) == 1
+    assert run_kolo(root, "ollama-install", "my-model", "--output-dir", "my-run", "--quantization", "Q9",
                 "--ollama", ollama.url) == 1
     assert ollama.requests == []
 
@@ -318,20 +318,20 @@ def test_modelfile_from_outside_the_run_is_refused(ollama, root, capsys, tmp_pat
     secret = tmp_path / "secret.gguf"
     secret.write_bytes(GGUF_BYTES)
     (root / "outputs/my-run/gguf/Modelfile.Q4_K_M").write_text(f"FROM {secret}\n")
-    assert kolo(root, "ollama-install", "my-model", "--output-dir", "my-run", "--ollama", ollama.url) == 1
+    assert run_kolo(root, "ollama-install", "my-model", "--output-dir", "my-run", "--ollama", ollama.url) == 1
     assert "points outside the run folder" in capsys.readouterr().err
     assert ollama.requests == []
 
 
 # --------------------------------------------------------------------------------------------- uninstall
 def test_uninstall(ollama, root, capsys):
-    assert kolo(root, "ollama-install", "my-model", "--output-dir", "my-run", "--ollama", ollama.url) == 0
+    assert run_kolo(root, "ollama-install", "my-model", "--output-dir", "my-run", "--ollama", ollama.url) == 0
     ollama.requests.clear()
-    assert kolo(root, "ollama-uninstall", "my-model", "--ollama", ollama.url) == 0
+    assert run_kolo(root, "ollama-uninstall", "my-model", "--ollama", ollama.url) == 0
     assert ollama.requests == [{"method": "DELETE", "path": "/api/delete", "json": {"model": "my-model"}}]
     assert json.loads((root / "outputs/my-run/kolo.json").read_text())["installs"]["ollama"] == {}
     capsys.readouterr()
-    assert kolo(root, "ollama-uninstall", "my-model", "--ollama", ollama.url) == 1
+    assert run_kolo(root, "ollama-uninstall", "my-model", "--ollama", ollama.url) == 1
     err = capsys.readouterr().err
     assert "model 'my-model' is not installed in Ollama" in err and "Traceback" not in err
 
@@ -339,9 +339,9 @@ def test_uninstall(ollama, root, capsys):
 # -------------------------------------------------------------------------------------------------- list
 def test_list_json_with_and_without_ollama(ollama, root, capsys):
     (root / "outputs/other").mkdir()
-    assert kolo(root, "ollama-install", "my-model", "--output-dir", "my-run", "--ollama", ollama.url) == 0
+    assert run_kolo(root, "ollama-install", "my-model", "--output-dir", "my-run", "--ollama", ollama.url) == 0
     capsys.readouterr()
-    assert kolo(root, "list", "--json", "--ollama", ollama.url) == 0
+    assert run_kolo(root, "list", "--json", "--ollama", ollama.url) == 0
     data = json.loads(capsys.readouterr().out)
     runs = {r["name"]: r for r in data["runs"]}
     assert runs["my-run"]["quantizations"] == ["F16", "Q4_K_M"]
@@ -350,13 +350,13 @@ def test_list_json_with_and_without_ollama(ollama, root, capsys):
                              "quantizations": [], "ollama": []}
     # removed behind kolo's back: no longer shown as installed
     del ollama.models["my-model:latest"]
-    assert kolo(root, "list", "--json", "--ollama", ollama.url) == 0
+    assert run_kolo(root, "list", "--json", "--ollama", ollama.url) == 0
     assert json.loads(capsys.readouterr().out)["runs"][0]["ollama"] == []
 
     down = f"http://127.0.0.1:{free_port()}"
-    assert kolo(root, "list", "--json", "--ollama", down) == 0
+    assert run_kolo(root, "list", "--json", "--ollama", down) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["runs"][0]["ollama"] == "unknown" and "no Ollama server answers" in data["ollama_error"]
-    assert kolo(root, "list", "--ollama", down) == 0
+    assert run_kolo(root, "list", "--ollama", down) == 0
     out = capsys.readouterr()
     assert "my-run" in out.out and "unknown" in out.out and "Ollama unknown" in out.err
