@@ -17,7 +17,7 @@ import pytest
 
 pytestmark = pytest.mark.docker
 
-DRIVER = Path(__file__).with_name("driver.py")
+DRIVER = Path(__file__).resolve().parents[1] / "transport_driver.py"
 
 
 def _inspect(name: str) -> dict | None:
@@ -157,8 +157,8 @@ def test_secrets_pass_by_name_not_in_argv(kolo, running, data_root, monkeypatch)
 
 SLEEPER = """
 import time, sys
-print("trainer started", flush=True)
-try:
+try:  # printed inside the try, so the SIGINT cannot arrive before the handler is in place
+    print("trainer started", flush=True)
     time.sleep(600)
 except KeyboardInterrupt:
     print("trainer got SIGINT", flush=True)
