@@ -118,7 +118,7 @@ def test_help_lists_verbs_and_examples(kolo):
     r = kolo("--help")
     assert r.returncode == 0
     for verb in ("build", "up", "start", "stop", "down", "status", "doctor", "shell", "logs", "train", "data"):
-        assert f" {verb} " in r.stdout, verb
+        assert f"│ {verb} " in r.stdout, verb  # a row of the commands table
     r = kolo("train", "--help")
     assert r.returncode == 0
     assert "Example:" in r.stdout and "--weight-decay" in r.stdout and "--no-resume" in r.stdout

@@ -1,0 +1,70 @@
+"""`kolo data add | check | list` through the real console script, on real files in a temp data root."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+GOOD = '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}\n'
+BAD = GOOD + "not json\n" + '{"messages": [{"role": "assistant", "content": "x"}]}\n'
+
+
+def _tree(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_add_copies_and_names_the_train_flag(kolo, data_root, tmp_path):
+    src = tmp_path / "chats.jsonl"
+    src.write_text(GOOD * 3)
+    r = kolo("data", "add", str(src))
+    assert r.returncode == 0, r.stderr
+    assert (data_root / "data" / "chats.jsonl").read_text() == GOOD * 3
+    assert "--train-data data/chats.jsonl" in r.stdout
+    assert not [p for p in (data_root / "data").iterdir() if p.name.startswith(".tmp")]  # no leftovers
+    r = kolo("data", "list")
+    assert r.returncode == 0 and "data/chats.jsonl" in r.stdout
+
+
+def test_add_never_overwrites_without_force(kolo, data_root, tmp_path):
+    (data_root / "data" / "chats.jsonl").write_text(GOOD)
+    src = tmp_path / "other.jsonl"
+    src.write_text(GOOD * 2)
+    before = _tree(data_root)
+    r = kolo("data", "add", str(src), "--as", "chats.jsonl")
+    assert r.returncode == 4 and "already exists" in r.stderr and "--force" in r.stderr
+    assert _tree(data_root) == before
+    r = kolo("data", "add", str(src), "--as", "chats.jsonl", "--force")
+    assert r.returncode == 0 and (data_root / "data" / "chats.jsonl").read_text() == GOOD * 2
+
+
+def test_add_refuses_invalid_data_and_bad_names(kolo, data_root, tmp_path):
+    src = tmp_path / "bad.jsonl"
+    src.write_text(BAD)
+    before = _tree(data_root)
+    r = kolo("data", "add", str(src))
+    assert r.returncode == 3 and "Traceback" not in r.stderr
+    assert f"{src}:2: invalid JSON" in r.stderr and f"{src}:3:" in r.stderr
+    for name in ("../escape.jsonl", "a/b.jsonl", "x\ny.jsonl"):
+        r = kolo("data", "add", str(tmp_path / "bad.jsonl"), "--as", name)
+        assert r.returncode == 2 and "--as" in r.stderr, (name, r.stderr)
+    r = kolo("data", "add", str(tmp_path / "missing.jsonl"))
+    assert r.returncode == 3 and "file not found" in r.stderr
+    assert _tree(data_root) == before
+    r = kolo("data", "add", str(src), "--skip-invalid")
+    assert r.returncode == 0 and "--skip-invalid" in r.stdout and "warning:" in r.stderr
+
+
+def test_check_reports_every_problem_with_file_line(kolo, tmp_path, data_root):
+    src = tmp_path / "bad.jsonl"
+    src.write_text(BAD)
+    r = kolo("data", "check", str(src))
+    assert r.returncode == 3
+    assert f"{src}:2:" in r.stderr and f"{src}:3:" in r.stderr and "Traceback" not in r.stderr
+    (data_root / "data" / "ok.jsonl").write_text(GOOD * 4)
+    r = kolo("data", "check", "data/ok.jsonl", "--json")  # relative to the data root
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["rows_valid"] == 4 and doc["problems"] == []
+    assert doc["warnings"]  # exact duplicate rows are reported
