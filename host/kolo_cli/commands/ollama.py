@@ -359,7 +359,25 @@ def lmstudio_install(
     _stdout().print(f"{how}: {dest}\nopen LM Studio → My Models; it lists {publisher}/{run.name}")
 
 
+def compat(ctx: typer.Context, script: str = typer.Argument(..., help="Kolo script name, e.g. train_model_unsloth.")
+           ) -> None:
+    """Run one of Kolo's scripts by its old name and parameters (what scripts/*.sh and *.ps1 call).
+
+    Example: kolo compat train_model_unsloth -Epochs 3 -LearningRate 1e-4 -WeightDecay 0
+    """
+    from .. import kolo_compat
+
+    rc = kolo_compat.run(script, list(ctx.args))
+    if rc:
+        raise typer.Exit(rc)
+
+
 def register(app: typer.Typer) -> None:
+    # compat is hidden: it exists for the Kolo-named shims in scripts/, not for typing. Its arguments are Kolo's
+    # (-Epochs 3), so click must neither parse them nor claim --help.
+    app.command("compat", hidden=True, context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
+                                                         "allow_interspersed_args": False,
+                                                         "help_option_names": []})(compat)
     app.command("ollama-install")(ollama_install)
     app.command("ollama-uninstall")(ollama_uninstall)
     app.command("list")(list_runs)

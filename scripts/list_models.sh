@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Kolo's list_models.sh, kept for Kolo users: it now runs `kolo list`.
+# Kolo's parameter names still work (and kolo's own flags; anything after -- reaches kolo unchanged). They are
+# mapped in one place, kolo_cli/kolo_compat.py, for this shim and the .ps1 twin. Arguments travel as an array.
+#   e.g. ./list_models.sh
+exec "${KOLO:-kolo}" compat list_models "$@"
