@@ -360,3 +360,22 @@ def test_list_json_with_and_without_ollama(ollama, root, capsys):
     assert run_kolo(root, "list", "--ollama", down) == 0
     out = capsys.readouterr()
     assert "my-run" in out.out and "unknown" in out.out and "Ollama unknown" in out.err
+
+
+# ------------------------------------------------------------------------ the contract with kolo export
+def test_install_reads_what_export_writes(ollama, root, capsys):
+    """The Modelfile `kolo export` renders (kolo_trainer.export.modelfile) becomes exactly this /api/create body."""
+    mfmod = pytest.importorskip("kolo_trainer.export.modelfile", reason="the export stage is not installed")
+    system = 'Answer in "one" line.\nBe kind.'
+    text = mfmod.render(gguf_file="my-run-Q4_K_M.gguf", template=TEMPLATE, stop=["<|eot_id|>", '"q"'],
+                        num_ctx=4096, system=system, temperature=0.7, top_p=0.9, model_name="my-model",
+                        modelfile_name="Modelfile.Q4_K_M")
+    (root / "outputs/my-run/gguf/Modelfile.Q4_K_M").write_text(text, encoding="utf-8")
+    assert run_kolo(root, "ollama-install", "my-model", "--output-dir", "my-run", "--ollama", ollama.url) == 0
+    create = next(r["json"] for r in ollama.requests if r["path"] == "/api/create")
+    assert create == {"model": "my-model",
+                      "files": {"my-run-Q4_K_M.gguf": "sha256:" + hashlib.sha256(GGUF_BYTES).hexdigest()},
+                      "template": TEMPLATE, "system": system,
+                      "parameters": {"stop": ["<|eot_id|>", '"q"'], "num_ctx": 4096, "temperature": 0.7,
+                                     "top_p": 0.9},
+                      "stream": False}
