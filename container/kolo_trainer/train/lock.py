@@ -1,0 +1,133 @@
+"""One training run per output folder: ``<run>/.lock`` holding ``{"pid", "host", "started"}``.
+
+Two mechanisms, because each covers the other's blind spot:
+
+* ``fcntl.flock`` on the lock file is the real mutual exclusion. The kernel drops it when the process dies
+  (SIGKILL and OOM included), so a crashed run never blocks the next one, and two containers that share the data
+  root through a bind mount still see each other's lock (same kernel, same inode).
+* The JSON content names the holder for the error message, and is the fallback where flock is a no-op
+  (some network file systems): a lock whose pid is alive on this host is respected, one whose pid is gone is stale
+  and taken over (``os.kill(pid, 0)``).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import errno
+import json
+import os
+import socket
+from pathlib import Path
+
+from ..errors import OutputExistsError
+
+LOCK_NAME = ".lock"
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def read_holder(path: str | os.PathLike) -> dict | None:
+    """The lock file's content, or None when it is missing or unreadable (a torn write counts as stale)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def is_stale(holder: dict | None) -> bool:
+    """A lock is stale when its process is gone. A lock from another host cannot be checked, so it is live."""
+    if not holder:
+        return True
+    if holder.get("host") != socket.gethostname():
+        return False
+    try:
+        pid = int(holder.get("pid", -1))
+    except (TypeError, ValueError):
+        return True
+    return pid != os.getpid() and not _pid_alive(pid)
+
+
+class RunLock:
+    """Hold ``<run_dir>/.lock`` for the life of the process (or until :meth:`release`)."""
+
+    def __init__(self, run_dir: str | os.PathLike, display_name: str | None = None):
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / LOCK_NAME
+        self.display_name = display_name or str(self.run_dir)
+        self._fd: int | None = None
+
+    def _refuse(self, holder: dict | None) -> OutputExistsError:
+        who = ""
+        if holder:
+            who = f" (pid {holder.get('pid')} on {holder.get('host')}, started {holder.get('started')})"
+        return OutputExistsError(
+            f"output dir {self.display_name!r} is in use by another training run{who}",
+            hint="wait for it to finish, or pick another --output-dir; if no run is active (e.g. it ran in another "
+                 f"container that is gone), delete {self.path}",
+        )
+
+    def acquire(self) -> "RunLock":
+        import fcntl
+
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        for _ in range(10):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                os.close(fd)
+                if e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                    raise self._refuse(read_holder(self.path)) from None
+                raise
+            # The holder may have unlinked the file between our open and flock: then we locked a dead inode and
+            # must retry on the new file.
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:
+                os.close(fd)
+                continue
+            holder = read_holder(self.path)
+            if holder and not is_stale(holder) and int(holder.get("pid", -1)) != os.getpid():
+                # flock granted but a live process claims the file: flock does not work on this file system.
+                os.close(fd)
+                raise self._refuse(holder)
+            content = json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                  "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (content + "\n").encode(), 0)
+            os.fsync(fd)
+            self._fd = fd
+            return self
+        raise self._refuse(read_holder(self.path))
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        # Unlink before closing so nobody can lock the old inode after we let go (acquire re-checks the inode).
+        try:
+            holder = read_holder(self.path)
+            if holder and int(holder.get("pid", -1)) == os.getpid():
+                self.path.unlink()
+        except (OSError, ValueError, TypeError):
+            pass
+        os.close(self._fd)
+        self._fd = None
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()

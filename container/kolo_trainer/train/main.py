@@ -1,0 +1,590 @@
+"""``python -m kolo_trainer train [options] --data-root ROOT``: the training pipeline, one function per stage.
+
+check -> lock -> data -> tokenizer + template -> encode -> model -> train -> save -> plot -> sample -> manifest
+[-> export]. Everything a user can get wrong is checked before the first slow step; each stage emits ``stage``
+events (start/done) and the training loop emits ``progress`` events (see ``kolo_trainer.progress``).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import resource
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import manifest, names, progress, spec
+from ..errors import KoloError, OptionsError, OutputExistsError
+from ..options import TrainOptions
+
+PROG = "python -m kolo_trainer train"
+#: a base model given as a path under the data root starts with one of these (anything else is a hub id)
+LOCAL_PREFIXES = ("models/", "./", "outputs/")
+
+
+@dataclass
+class Ctx:
+    """Everything the stages share. Filled in stage by stage."""
+
+    opts: TrainOptions
+    explicit: dict
+    root: Path
+    run_dir: Path
+    t0: float = field(default_factory=time.perf_counter)
+    timings: dict = field(default_factory=dict)
+    train_path: Path | None = None
+    eval_path: Path | None = None
+    base_local: Path | None = None
+    device: Any = None
+    backend: str = ""
+    lock: Any = None
+    created_run_dir: bool = False
+    resume_from: str | None = None
+    train_rows: list = field(default_factory=list)  # list[list[message dict]]
+    eval_rows: list = field(default_factory=list)
+    data_section: dict = field(default_factory=dict)
+    tokenizer: Any = None
+    template: Any = None
+    system: str | None = None
+    train_examples: list = field(default_factory=list)
+    eval_examples: list = field(default_factory=list)
+    loaded: Any = None
+    manifest_started: bool = False
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+def _stage(name: str, status: str, **detail: Any) -> None:
+    progress.emit("stage", stage=name, status=status, **detail)
+
+
+class _Timed:
+    def __init__(self, ctx: Ctx, name: str, key: str | None = None):
+        self.ctx, self.name, self.key = ctx, name, key or f"{name}_s"
+
+    def __enter__(self) -> "_Timed":
+        self.t = time.perf_counter()
+        _stage(self.name, "start")
+        return self
+
+    def __exit__(self, exc_type, *a) -> None:
+        dt = round(time.perf_counter() - self.t, 3)
+        self.ctx.timings[self.key] = dt
+        if exc_type is None:
+            _stage(self.name, "done", seconds=dt)
+
+
+def _pop_data_root(argv: list[str]) -> tuple[str, list[str]]:
+    out: list[str] = []
+    root = None
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--data-root":
+            if i + 1 >= len(argv):
+                raise OptionsError(["--data-root: expected a folder"])
+            root = argv[i + 1]
+            i += 2
+            continue
+        if a.startswith("--data-root="):
+            root = a.split("=", 1)[1]
+        else:
+            out.append(a)
+        i += 1
+    return root or os.environ.get("KOLO_DATA") or "./kolo_data", out
+
+
+def _peak_rss() -> int:
+    # ru_maxrss is in KiB on Linux (the trainer runs on Linux: the container, or a Linux host)
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def _peak_gpu() -> int | None:
+    try:
+        import torch
+    except ImportError:
+        return None
+    return int(torch.cuda.max_memory_allocated()) if torch.cuda.is_available() else None
+
+
+def _messages(row: Any) -> list[dict]:
+    """The normalised messages of a data row (kolo_trainer.data gives rows with ``messages``)."""
+    msgs = row.get("messages") if isinstance(row, dict) else getattr(row, "messages", row)
+    return [dict(m) for m in msgs]
+
+
+def valid_checkpoints(ckpt_dir: Path) -> list[Path]:
+    """Checkpoints that were written completely, oldest first. Trainer writes trainer_state.json last, so a
+    folder without it is what a kill during saving left behind."""
+    out = []
+    if ckpt_dir.is_dir():
+        for p in ckpt_dir.glob("checkpoint-*"):
+            suffix = p.name.split("-", 1)[1]
+            if p.is_dir() and suffix.isdigit() and (p / "trainer_state.json").exists():
+                out.append(p)
+    return sorted(out, key=lambda p: int(p.name.split("-", 1)[1]))
+
+
+# ------------------------------------------------------------------------------------------------ stages
+
+
+def stage_check(ctx: Ctx) -> None:
+    """Every path and option combination, all problems at once, before anything is loaded or locked."""
+    o, root = ctx.opts, ctx.root
+    problems: list[str] = []
+    if not root.is_dir():
+        raise KoloError(f"data root {root} does not exist",
+                        hint="create it (kolo data add FILE creates it) or pass --data-root / set KOLO_DATA")
+    try:
+        ctx.train_path = names.resolve_under(root, o.train_data, "--train-data")
+        if not ctx.train_path.is_file():
+            problems.append(f"--train-data: {o.train_data}: file not found under the data root {root} "
+                            "(copy it in with `kolo data add FILE`)")
+    except KoloError as e:
+        problems.append(e.message)
+    if o.eval_data is not None:
+        try:
+            ctx.eval_path = names.resolve_under(root, o.eval_data, "--eval-data")
+            if not ctx.eval_path.is_file():
+                problems.append(f"--eval-data: {o.eval_data}: file not found under the data root {root}")
+        except KoloError as e:
+            problems.append(e.message)
+        if o.eval_split > 0:
+            problems.append("--eval-data and --eval-split exclude each other; give one")
+    bm = o.base_model.strip()
+    looks_local = bm.startswith(LOCAL_PREFIXES) or bm.startswith(("/", "\\", "..")) or bm.count("/") > 1
+    if looks_local or (root / bm).exists():
+        try:
+            p = names.resolve_under(root, bm, "--base-model")
+            if not (p / "config.json").is_file():
+                what = "folder not found" if not p.exists() else "folder has no config.json (not a HF model)"
+                problems.append(f"--base-model: {bm}: {what} under the data root {root} "
+                                "(the demo model is built by `python -m kolo_trainer make-tiny-model`)")
+            ctx.base_local = p
+        except KoloError as e:
+            problems.append(e.message)
+    if o.resume and o.overwrite:
+        problems.append("--resume and --overwrite exclude each other: continue the run, or replace it")
+    has_eval = o.eval_data is not None or o.eval_split > 0
+    if o.early_stopping_patience and not has_eval:
+        problems.append("--early-stopping-patience needs eval data: add --eval-split 0.05 or --eval-data FILE")
+    if o.report_to != "none":
+        import importlib.util
+
+        mod = {"tensorboard": "tensorboard", "wandb": "wandb"}[o.report_to]
+        if importlib.util.find_spec(mod) is None:
+            problems.append(f"--report-to {o.report_to}: the {mod} package is not installed "
+                            f"(pip install {mod}, or --report-to none)")
+    if problems:
+        raise OptionsError(problems)
+
+
+def stage_device(ctx: Ctx) -> None:
+    from . import backends
+
+    ctx.device = backends.detect_device()
+    ctx.backend = backends.choose_backend(ctx.opts.backend, ctx.opts.method, ctx.device)
+    progress.emit("metric", stage="check", name="device", value=ctx.device.describe())
+    progress.emit("metric", stage="check", name="backend", value=ctx.backend)
+
+
+def stage_lock(ctx: Ctx) -> None:
+    """Take the run lock, then decide fresh / resume / refuse from what the folder holds."""
+    from .lock import RunLock
+
+    o = ctx.opts
+    ctx.created_run_dir = not ctx.run_dir.exists()
+    ctx.lock = RunLock(ctx.run_dir, f"outputs/{o.output_dir}").acquire()
+    manifest.clean_stale_tmp(ctx.run_dir)
+    old = manifest.load(ctx.run_dir) if (ctx.run_dir / manifest.MANIFEST).exists() else {}
+    status = old.get("status")
+    ckpts = valid_checkpoints(ctx.run_dir / "checkpoints")
+    has_outputs = (ctx.run_dir / "adapter").exists() or (ctx.run_dir / "model").exists()
+    label = f"outputs/{o.output_dir}"
+    if o.overwrite:
+        return  # cleared in stage_prepare_output, once everything else checked out
+    if o.resume:
+        if ckpts:
+            ctx.resume_from = str(ckpts[-1])
+            changed = [k for k, v in (old.get("options") or {}).items()
+                       if k not in ("resume", "overwrite", "quantization", "sample_prompt", "report_to")
+                       and getattr(o, k, v) != v]
+            if changed:
+                progress.emit("warning", message=f"resuming {label} with changed options ({', '.join(changed)}); "
+                                                 "the checkpoint's step count and data order may not match")
+            return
+        if status == "finished":
+            raise OutputExistsError(f"{label} holds a finished run without checkpoints; nothing to resume",
+                                    hint="use --overwrite to train it again, or choose another --output-dir")
+        progress.emit("warning", message=f"--resume: no checkpoint in {label}; starting from the beginning")
+        return
+    if status == "finished" or has_outputs:
+        raise OutputExistsError(f"{label} already holds a finished run",
+                                hint="add --resume to continue it, --overwrite to replace it, or choose another "
+                                     "--output-dir")
+    if ckpts:
+        raise OutputExistsError(f"{label} holds an unfinished run with checkpoints (up to {ckpts[-1].name})",
+                                hint="add --resume to continue it, --overwrite to start over, or choose another "
+                                     "--output-dir")
+
+
+def _load_file(path: Path, name: str, fmt: str, skip_invalid: bool) -> tuple[list[list[dict]], Any, Any]:
+    """(messages per valid row, LoadResult, DropReport); raises DataError listing every bad row unless
+    --skip-invalid (file-level problems always raise)."""
+    from .. import data
+
+    result = data.load(str(path), fmt, display_name=name)
+    report = data.raise_if_invalid(result, skip_invalid)
+    return [_messages(r) for r in result.rows], result, report
+
+
+def stage_data(ctx: Ctx) -> None:
+    o = ctx.opts
+    rows, result, report = _load_file(ctx.train_path, o.train_data, o.data_format, o.skip_invalid)
+    dropped = list(report.dropped)
+    for w in getattr(result, "warnings", []) or []:
+        progress.emit("warning", message=str(w))
+    if dropped:
+        progress.emit("warning", message=f"{len(dropped)} invalid row(s) in {o.train_data} skipped "
+                                         "(--skip-invalid); listed in kolo.json data.dropped")
+    ctx.train_rows = rows
+    total = int(getattr(result, "rows_total", 0) or len(rows) + len(dropped))
+    ctx.data_section = {
+        "train_file": o.train_data, "sha256": manifest.sha256_file(ctx.train_path),
+        "format": getattr(result, "format", o.data_format), "rows_total": total, "rows_kept": len(rows),
+        "rows_dropped": len(dropped), "dropped": dropped, "eval_file": o.eval_data, "eval_rows": 0,
+    }
+    if ctx.eval_path is not None:
+        erows, _, ereport = _load_file(ctx.eval_path, o.eval_data, o.data_format, o.skip_invalid)
+        ctx.eval_rows = erows
+        ctx.data_section["eval_sha256"] = manifest.sha256_file(ctx.eval_path)
+        ctx.data_section["eval_dropped"] = list(ereport.dropped)
+    # The dataset's shared system prompt (if every row has the same one) becomes the Modelfile's SYSTEM default.
+    systems = {m[0]["content"] if m and m[0].get("role") == "system" else None for m in rows}
+    ctx.system = next(iter(systems)) if len(systems) == 1 else None
+    progress.emit("metric", stage="data", name="rows", value=len(rows))
+
+
+def stage_template(ctx: Ctx) -> None:
+    from transformers import AutoTokenizer
+
+    from .. import templates
+
+    src = str(ctx.base_local) if ctx.base_local else ctx.opts.base_model
+    try:
+        tok = AutoTokenizer.from_pretrained(src, local_files_only=ctx.base_local is not None or _offline())
+    except (OSError, ValueError) as e:
+        from .backends import _load_error
+
+        raise _load_error(ctx.opts.base_model, e) from None
+    ctx.tokenizer = tok
+    ctx.template = templates.resolve(ctx.opts.chat_template, getattr(tok, "chat_template", None), ctx.root,
+                                     bos_token=tok.bos_token or "", eos_token=tok.eos_token)
+    missing = [t for t in getattr(ctx.template, "special_tokens", []) or []
+               if len(tok(t, add_special_tokens=False)["input_ids"]) != 1]
+    if missing:
+        progress.emit("warning", message="the tokenizer splits the template's special tokens "
+                                         f"{', '.join(missing)} into several pieces; the model will learn them as "
+                                         "plain text (a base model with its own matching template avoids this)")
+    progress.emit("metric", stage="template", name="chat_template", value=ctx.template.name)
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("TRANSFORMERS_OFFLINE") == "1"
+
+
+def _encode_rows(ctx: Ctx, rows: list[list[dict]], what: str) -> tuple[list, list[int], list[dict]]:
+    """Encode with the full length (for the statistics), then truncate. Rows left with no trained token after
+    truncation are dropped and reported: they would cost compute and teach nothing."""
+    from .. import masking
+    from .collate import IGNORE, Example
+
+    max_len = ctx.opts.max_seq_length
+    examples, lengths, dropped = [], [], []
+    for i, msgs in enumerate(rows):
+        enc = masking.encode(ctx.tokenizer, msgs, ctx.template.jinja, train_on_inputs=ctx.opts.train_on_inputs,
+                             max_length=None)
+        ids, labels = list(enc.input_ids), list(enc.labels)
+        lengths.append(len(ids))
+        ids, labels = ids[:max_len], labels[:max_len]
+        if all(x == IGNORE for x in labels[1:]):
+            dropped.append({"row": i + 1, "reason": f"no assistant token within --max-seq-length {max_len}"})
+            continue
+        examples.append(Example(ids, labels))
+    return examples, lengths, dropped
+
+
+def stage_encode(ctx: Ctx) -> None:
+    from .collate import token_stats
+
+    o = ctx.opts
+    ex, lengths, dropped = _encode_rows(ctx, ctx.train_rows, "train")
+    if o.eval_split > 0 and not ctx.eval_rows:
+        if len(ex) < 2:
+            raise OptionsError([f"--eval-split {o.eval_split}: {len(ex)} usable row(s) is too few to hold some out"])
+        order = list(range(len(ex)))
+        random.Random(o.seed).shuffle(order)
+        n_eval = max(1, round(len(ex) * o.eval_split))
+        held = set(order[:n_eval])
+        ctx.eval_examples = [e for i, e in enumerate(ex) if i in held]
+        ex = [e for i, e in enumerate(ex) if i not in held]
+    elif ctx.eval_rows:
+        ctx.eval_examples, _, _ = _encode_rows(ctx, ctx.eval_rows, "eval")
+    if not ex:
+        from ..errors import DataError
+
+        raise DataError([f"{o.train_data}: no row has an assistant token within --max-seq-length {o.max_seq_length}"],
+                        hint="raise --max-seq-length")
+    ctx.train_examples = ex
+    stats = token_stats(lengths, o.max_seq_length)
+    stats["trained_tokens"] = sum(sum(1 for x in e.labels if x != -100) for e in ex)
+    ctx.data_section.update(tokens=stats, eval_rows=len(ctx.eval_examples), rows_train=len(ex),
+                            rows_no_target=len(dropped))
+    if dropped:
+        ctx.data_section["dropped_by_length"] = dropped
+        progress.emit("warning", message=f"{len(dropped)} row(s) have no assistant token left after truncation "
+                                         f"to --max-seq-length {o.max_seq_length}; not trained on")
+    if stats["truncated_rows"]:
+        progress.emit("warning", message=f"{stats['truncated_rows']} of {len(lengths)} row(s) are longer than "
+                                         f"--max-seq-length {o.max_seq_length} and were truncated "
+                                         f"(longest {stats['max']} tokens)")
+    progress.emit("result", stage="encode", tokens=stats, train_rows=len(ex), eval_rows=len(ctx.eval_examples))
+
+
+def stage_model(ctx: Ctx) -> None:
+    from . import backends
+
+    src = str(ctx.base_local) if ctx.base_local else ctx.opts.base_model
+    local_only = ctx.base_local is not None or _offline()
+    loader = backends.load_unsloth if ctx.backend == "unsloth" else backends.load_hf
+    ctx.loaded = loader(src, ctx.opts, ctx.device, local_only)
+    ld = ctx.loaded
+    progress.emit("metric", stage="model", name="trainable_params", value=ld.trainable_params)
+    progress.emit("metric", stage="model", name="total_params", value=ld.total_params)
+
+
+def stage_prepare_output(ctx: Ctx) -> None:
+    """Clear what a fresh run must not inherit, then write the manifest with status running."""
+    from .callbacks import truncate_log
+
+    o = ctx.opts
+    keep = {".lock"}
+    if o.overwrite or not ctx.resume_from:
+        # Overwrite: the whole old run goes (its GGUFs too: they would no longer match). A fresh start in a
+        # folder without checkpoints (e.g. a run that failed early) drops its leftovers the same way.
+        for p in ctx.run_dir.iterdir():
+            if p.name in keep:
+                continue
+            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+    else:
+        step = int(Path(ctx.resume_from).name.split("-", 1)[1])
+        truncate_log(ctx.run_dir / "train_log.jsonl", step)
+    ld = ctx.loaded
+    base_rel = os.path.relpath(ctx.base_local, ctx.root) if ctx.base_local else None
+    manifest.update(
+        ctx.run_dir,
+        kolo_version=_version(), status="running", options=o.model_dump(), data=ctx.data_section,
+        base_model={"id": o.base_model, "revision": ld.revision, "local_path": base_rel},
+        chat_template=ctx.template.manifest(ctx.system) if hasattr(ctx.template, "manifest") else {
+            "name": ctx.template.name, "jinja": ctx.template.jinja, "ollama_template": ctx.template.ollama,
+            "stop": list(ctx.template.stop), "system": ctx.system},
+        backend=ld.backend, method=ld.method, device=ld.device.describe(),
+        precision={"dtype": ld.dtype, "bf16": ld.bf16, "fp16": ld.fp16,
+                   "gradient_checkpointing": ld.gradient_checkpointing},
+        lora={"target_modules": ld.target_modules, "modules_to_save": list(o.modules_to_save)}
+        if ld.method != "full" else None,
+        params={"trainable": ld.trainable_params, "total": ld.total_params},
+        versions=__import__("kolo_trainer.train.backends", fromlist=["versions"]).versions(ld.backend, ld.method),
+        resumed_from=os.path.relpath(ctx.resume_from, ctx.run_dir) if ctx.resume_from else None,
+    )
+    ctx.manifest_started = True
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__
+
+
+def stage_train(ctx: Ctx) -> tuple[Any, int | None]:
+    """Returns (trainer, exit code if interrupted else None)."""
+    from .callbacks import StopFlag, make_callbacks
+    from .collate import EncodedDataset, FlattenCollator, PadCollator
+    from .trainer import make_trainer, training_arguments
+
+    o, ld = ctx.opts, ctx.loaded
+    import torch
+    from transformers import set_seed
+
+    set_seed(o.seed)
+    train_ds = EncodedDataset(ctx.train_examples)
+    eval_ds = EncodedDataset(ctx.eval_examples) if ctx.eval_examples else None
+    tok = ctx.tokenizer
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+    collator = FlattenCollator() if o.packing else PadCollator(pad_id)
+    args = training_arguments(o, ctx.run_dir / "checkpoints", ld, eval_ds is not None, len(train_ds))
+    stop = StopFlag()
+    ref: dict = {}
+    trainer = make_trainer(model=ld.model, args=args, train_ds=train_ds, eval_ds=eval_ds, collator=collator,
+                           tokenizer=tok, callbacks=make_callbacks(ctx.run_dir / "train_log.jsonl", stop, ref),
+                           lengths=train_ds.lengths, seed=o.seed, early_stopping=o.early_stopping_patience)
+    ref["trainer"] = trainer
+    if ld.device.kind == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    ctx.peak_gpu_before = _peak_gpu()
+    stop.install()
+    try:
+        trainer.train(resume_from_checkpoint=ctx.resume_from)
+    finally:
+        stop.restore()
+    if stop.signum is not None:
+        return trainer, stop.exit_code
+    return trainer, None
+
+
+def _final_losses(trainer: Any) -> tuple[float | None, float | None]:
+    loss = ev = None
+    for rec in trainer.state.log_history:
+        if "loss" in rec:
+            loss = rec["loss"]
+        if "eval_loss" in rec:
+            ev = rec["eval_loss"]
+    return loss, ev
+
+
+def stage_save(ctx: Ctx, trainer: Any) -> list[str]:
+    """adapter/ (LoRA) or model/ (full), each with the tokenizer carrying the trained chat template."""
+    ld = ctx.loaded
+    sub = "model" if ld.method == "full" else "adapter"
+    final = ctx.run_dir / sub
+    model = ld.model
+    ctx.tokenizer.chat_template = ctx.template.jinja
+    with manifest.atomic_path(final) as tmp:
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        ctx.tokenizer.save_pretrained(str(tmp))
+    return [str(p.relative_to(ctx.run_dir)) for p in sorted(final.rglob("*")) if p.is_file()]
+
+
+def stage_sample(ctx: Ctx) -> dict:
+    from . import backends, sample
+
+    backends.for_inference(ctx.loaded)
+    msgs, expected = sample.pick_conversation(ctx.train_rows, ctx.opts.sample_prompt, ctx.system)
+    if not msgs:
+        return {"prompt": None, "response": None}
+    text = sample.generate(ctx.loaded.model, ctx.tokenizer, ctx.template.jinja, list(ctx.template.stop), msgs)
+    prompt = msgs[-1]["content"]
+    print(f"sample prompt: {prompt}\nsample reply:  {text}", flush=True)
+    out = {"prompt": prompt, "messages": msgs, "response": text, "expected": expected,
+           "matches_data": (text == expected.strip()) if expected is not None else None}
+    progress.emit("result", stage="sample", prompt=prompt, response=text)
+    return out
+
+
+def stage_export(ctx: Ctx) -> int:
+    try:
+        from ..export import main as export_main
+    except ImportError as e:
+        raise KoloError(f"training finished, but export is not available here ({e})",
+                        hint=f"run `kolo export {ctx.opts.output_dir}` once it is installed") from None
+    argv = ["--output-dir", ctx.opts.output_dir]
+    for q in ctx.opts.quantization:
+        argv += ["--quantization", q]
+    argv += ["--data-root", str(ctx.root)]
+    return int(export_main.run(argv) or 0)
+
+
+# ------------------------------------------------------------------------------------------------ driver
+
+
+def run(argv: list[str]) -> int:
+    """Parse argv, run every stage. Returns the exit code (0, or 128+signal when interrupted)."""
+    root_s, rest = _pop_data_root(list(argv))
+    if any(a in ("-h", "--help") for a in rest):
+        spec.build_parser(TrainOptions, PROG, __doc__.splitlines()[0]).print_help()
+        return 0
+    opts, explicit = spec.parse_argv(TrainOptions, rest, prog=PROG)
+    root = Path(root_s).resolve()
+    ctx = Ctx(opts=opts, explicit=explicit, root=root, run_dir=root / "outputs" / opts.output_dir)
+    try:
+        return _run(ctx)
+    finally:
+        if ctx.lock is not None:
+            ctx.lock.release()
+        # A run that failed before writing anything must not leave an empty folder behind.
+        if ctx.created_run_dir and ctx.run_dir.is_dir() and not any(ctx.run_dir.iterdir()):
+            ctx.run_dir.rmdir()
+
+
+def _run(ctx: Ctx) -> int:
+    with _Timed(ctx, "check"):
+        stage_check(ctx)
+        stage_device(ctx)
+    with _Timed(ctx, "lock"):
+        stage_lock(ctx)
+    with _Timed(ctx, "data"):
+        stage_data(ctx)
+    with _Timed(ctx, "template"):
+        stage_template(ctx)
+    with _Timed(ctx, "encode"):
+        stage_encode(ctx)
+    with _Timed(ctx, "model", "load_s"):
+        stage_model(ctx)
+    stage_prepare_output(ctx)
+    try:
+        with _Timed(ctx, "train"):
+            trainer, interrupted = stage_train(ctx)
+        loss, eval_loss = _final_losses(trainer)
+        train_section = {"global_step": trainer.state.global_step, "max_steps": trainer.state.max_steps,
+                         "final_loss": loss, "final_eval_loss": eval_loss,
+                         "epochs": trainer.state.epoch, "tokens_seen": trainer.state.num_input_tokens_seen}
+        cb = next((c for c in trainer.callback_handler.callbacks if type(c).__name__ == "ProgressCallback"), None)
+        if cb is not None and cb.train_time > 0:
+            train_section["tokens_per_s"] = round(
+                (trainer.state.num_input_tokens_seen - cb.start_tokens) / cb.train_time, 1)
+        memory = {"peak_gpu_bytes_before": getattr(ctx, "peak_gpu_before", None),
+                  "peak_gpu_bytes_after": _peak_gpu(), "peak_rss_bytes": _peak_rss()}
+        if interrupted is not None:
+            manifest.update(ctx.run_dir, status="interrupted", train=train_section, memory=memory,
+                            timings=ctx.timings)
+            ckpts = valid_checkpoints(ctx.run_dir / "checkpoints")
+            print(f"interrupted at step {trainer.state.global_step}; checkpoint "
+                  f"{ckpts[-1].name if ckpts else '(none)'} saved. Continue with --resume.", file=sys.stderr)
+            return interrupted
+        stopped_early = trainer.state.global_step < trainer.state.max_steps
+        train_section["stopped_early"] = stopped_early
+        with _Timed(ctx, "save"):
+            artifacts = stage_save(ctx, trainer)
+        with _Timed(ctx, "plot"):
+            from .callbacks import read_log
+            from .plot import plot_loss
+
+            if plot_loss(read_log(ctx.run_dir / "train_log.jsonl"), ctx.run_dir / "loss.png",
+                         f"{ctx.opts.output_dir}: {ctx.loaded.method} on {ctx.opts.base_model}"):
+                artifacts.append("loss.png")
+        with _Timed(ctx, "sample"):
+            sample_section = stage_sample(ctx)
+        artifacts.append("train_log.jsonl")
+        ctx.timings["total_s"] = round(time.perf_counter() - ctx.t0, 3)
+        manifest.update(ctx.run_dir, status="finished", train=train_section, memory=memory, timings=ctx.timings,
+                        sample=sample_section)
+        manifest.add_artifacts(ctx.run_dir, artifacts)
+        progress.emit("result", stage="train", output_dir=f"outputs/{ctx.opts.output_dir}",
+                      global_step=train_section["global_step"], final_loss=loss, final_eval_loss=eval_loss)
+    except KeyboardInterrupt:
+        manifest.update(ctx.run_dir, status="interrupted", timings=ctx.timings)
+        raise
+    except BaseException as e:
+        manifest.update(ctx.run_dir, status="failed", error=f"{type(e).__name__}: {e}"[:2000], timings=ctx.timings)
+        raise
+    if ctx.opts.quantization:
+        ctx.lock.release()  # export takes its own look at the folder; the run itself is complete
+        ctx.lock = None
+        with _Timed(ctx, "export"):
+            return stage_export(ctx)
+    return 0
