@@ -35,7 +35,8 @@ CHUNK = 1 << 20
 
 #: Ollama model names: [namespace/]model[:tag]. Ollama refuses anything else; refusing it here gives a clear
 #: message before a multi-GB upload instead of an HTTP 400 after it.
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}(/[A-Za-z0-9][A-Za-z0-9._-]{0,79})?(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$")
+_PART = r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}"
+_NAME_RE = re.compile(rf"^{_PART}(/{_PART})?(:[A-Za-z0-9_][A-Za-z0-9._-]{{0,127}})?$")
 
 
 class OllamaError(KoloError):
