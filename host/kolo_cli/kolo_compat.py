@@ -81,6 +81,9 @@ def _train_params() -> list[Param]:
             out.append(Param(tuple(names), info.flag, switch=True, negative=info.negative_flag))
         else:
             out.append(Param(tuple(names), info.flag))
+    # kolo train's own run options (not TrainOptions fields). -DryRun matters for PowerShell, which swallows `--`.
+    out.append(Param(("-DryRun", "--dry-run"), "--dry-run", switch=True))
+    out.append(Param(("-Config", "--config"), "--config"))
     out.append(Param(("-FastTransfer", "-f"), "", switch=True,
                      note="-FastTransfer is ignored: kolo downloads through huggingface_hub's default transfer"))
     return out

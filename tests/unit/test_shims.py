@@ -114,6 +114,9 @@ def test_powershell_style_colon_and_switch_values(data_root):
     assert argv_of(data_root, "train_model_unsloth", "-Epochs:3", "-weightdecay", "0", "-UseCheckpoint:$false",
                    "-Packing:$true") == ["train", "--epochs", "3", "--weight-decay", "0", "--no-resume", "--packing"]
     assert argv_of(data_root, "train_model_unsloth", "-Epochs:", "4") == ["train", "--epochs", "4"]
+    # PowerShell consumes `--` itself, so the .ps1 route to a dry run is -DryRun
+    assert argv_of(data_root, "train_model_unsloth", "-Epochs", "0", "-DryRun", "-Config", "c.yaml") == \
+        ["train", "--epochs", "0", "--dry-run", "--config", "c.yaml"]
 
 
 def test_unknown_parameter_is_one_clear_error(data_root):
