@@ -466,7 +466,7 @@ def _from_unregistered(name: str, jinja: str, source: str, bos_token: str, eos_t
                "no TEMPLATE and Ollama may prompt the model differently from training. Pass --chat-template NAME "
                "to train with a registry template instead.")
     if emit_warning:
-        from .progress import emit
+        from ..progress import emit
 
         emit("warning", message=warning)
     return ResolvedTemplate(name=name, jinja=jinja, ollama=None, stop=stop, proven=False, source=source,
@@ -484,8 +484,8 @@ def resolve(chat_template_option: str, tokenizer_chat_template: Optional[str], d
     When no registry entry matches, the result has ``ollama=None, proven=False`` and a loud warning (also emitted
     as a ``warning`` progress event unless ``emit_warning=False``). Raises OptionsError for unusable options.
     """
-    from .errors import NameError_, OptionsError
-    from .names import resolve_under
+    from ..errors import NameError_, OptionsError
+    from ..names import resolve_under
 
     opt = (chat_template_option or "auto").strip()
     if opt == "auto":
@@ -517,7 +517,7 @@ def resolve(chat_template_option: str, tokenizer_chat_template: Optional[str], d
 
 
 def _compile_checked(jinja: str, what: str) -> None:
-    from .errors import OptionsError
+    from ..errors import OptionsError
 
     try:
         _compile(jinja)
