@@ -16,6 +16,7 @@ import typer
 
 from kolo_trainer.errors import KoloError
 
+from .optionflags import LazyTyperGroup, click_command
 from .state import STATE
 
 #: commands modules, in the order their verbs appear in `kolo --help`.
@@ -23,6 +24,7 @@ COMMAND_MODULES = ["lifecycle", "data", "train", "export", "ollama"]
 
 app = typer.Typer(
     name="kolo",
+    cls=LazyTyperGroup,
     help="Fine-tune an LLM on your own machine and chat with it in Ollama minutes later.\n\n"
     "Example: kolo up && kolo data add chats.jsonl && kolo train --train-data data/chats.jsonl --quantization Q4_K_M",
     no_args_is_help=True,
@@ -75,7 +77,7 @@ def report(e: KoloError) -> None:
 def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in (sys.argv[1:] if argv is None else argv)
     try:
-        rc = app(args=argv, prog_name="kolo", standalone_mode=False)
+        rc = click_command(app).main(args=argv, prog_name="kolo", standalone_mode=False)
     except KoloError as e:
         if debug:
             raise
@@ -86,13 +88,13 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except SystemExit as e:  # typer.Exit / click exits with a code
         return int(e.code or 0)
-    except Exception as e:  # click usage errors and friends
-        import click
+    except Exception as e:  # click usage errors and friends (typer vendors click as typer._click)
+        from typer._click import exceptions as click_exc
 
-        if isinstance(e, click.exceptions.ClickException):
-            e.show()
+        if isinstance(e, click_exc.ClickException):
+            e.show()  # "Usage: ... Error: No such option: --x" on stderr
             return e.exit_code
-        if isinstance(e, click.exceptions.Abort):
+        if isinstance(e, click_exc.Abort):
             print("aborted", file=sys.stderr)
             return 130
         if debug:

@@ -4,6 +4,7 @@ subprocesses of the installed `kolo` command; no daemon needed (validation and d
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import sys
 
@@ -118,7 +119,10 @@ def test_help_lists_verbs_and_examples(kolo):
     r = kolo("--help")
     assert r.returncode == 0
     for verb in ("build", "up", "start", "stop", "down", "status", "doctor", "shell", "logs", "train", "data"):
-        assert f"│ {verb} " in r.stdout, verb  # a row of the commands table
+        assert re.search(rf"^  {verb} +\S", r.stdout, re.M), verb  # a row of a commands section
+    assert "Container:" in r.stdout and "Training:" in r.stdout
+    r = kolo()  # no verb: the help, on stderr, and a usage exit code
+    assert r.returncode == 2 and "Usage: kolo" in r.stderr and "Traceback" not in r.stderr
     r = kolo("train", "--help")
     assert r.returncode == 0
     assert "Example:" in r.stdout and "--weight-decay" in r.stdout and "--no-resume" in r.stdout

@@ -18,14 +18,13 @@ from kolo_trainer.errors import OptionsError
 
 from ..state import STATE
 
-HELP = """Fine-tune a model on a dataset in the data root (LoRA by default), in the container or locally.
-
-Every option can also come from --config FILE.yaml (keys are the option names; flags win). Only the options you
-give are sent to the trainer, so an explicit 0 stays 0.
-
-Example: kolo train --train-data data/chats.jsonl --base-model unsloth/Llama-3.2-1B-Instruct --epochs 3
---quantization Q4_K_M
-"""
+HELP = (
+    "Fine-tune a model on a dataset in the data root (LoRA by default), in the container or locally.\n\n"
+    "Every option can also come from --config FILE.yaml (keys are the option names; flags win). Only the options "
+    "you give are sent to the trainer, so an explicit 0 stays 0. --dry-run prints the exact command.\n\n"
+    "Example: kolo train --train-data data/chats.jsonl --base-model unsloth/Llama-3.2-1B-Instruct --epochs 3 "
+    "--quantization Q4_K_M"
+)
 
 LOCAL_MODEL_PREFIXES = ("models/", "./", "models\\", ".\\")
 
@@ -119,8 +118,6 @@ def train(flags: dict[str, Any], config: Optional[Path], dry_run: bool) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    from kolo_trainer.options import TrainOptions
-
     from ..optionflags import make_command
 
     extra = [
@@ -132,4 +129,5 @@ def register(app: typer.Typer) -> None:
                           default=typer.Option(False, "--dry-run", help="Print the exact command (one shell-quoted "
                                                "line) and run nothing.", rich_help_panel="Run")),
     ]
-    make_command(app, "train", TrainOptions, train, HELP, extra, rich_help_panel="Training")
+    # By name: `kolo --help` then never imports pydantic or builds the ~50 train flags (optionflags.LazyTyperGroup).
+    make_command(app, "train", "kolo_trainer.options:TrainOptions", train, HELP, extra, rich_help_panel="Training")
