@@ -3,7 +3,7 @@
 Against a REAL Docker engine, with the container made by `kolo up` from the suite's test image (conftest.py).
 A file written inside the container through `docker exec` (an argv list, run by the container's own Python)
 appears under the host data root; the host-side verbs (`kolo list`, `kolo lmstudio-install`, `kolo delete`) then
-work on it; and `kolo down` leaves it in place.
+work on it; and `kolo down` leaves it in place. The image's HEALTHCHECK command runs in such a container too.
 """
 
 from __future__ import annotations
@@ -62,3 +62,16 @@ def test_container_writes_are_visible_on_the_host(kolo, running, container_name,
     r = kolo("delete", "from-container", "--yes")
     assert r.returncode == 0, r.stderr
     assert not host_run.exists()
+
+
+def test_image_healthcheck_passes_in_a_kolo_container(running, container_name):
+    """The Dockerfile's HEALTHCHECK command, run for real inside a container made by `kolo up`."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "Dockerfile").read_text()
+    cmd = json.loads(text.split("HEALTHCHECK", 1)[1].split("CMD", 1)[1].splitlines()[0].strip())
+    r = _exec(container_name, *cmd)
+    assert r.returncode == 0, r.stdout + r.stderr
+    # and it fails on a folder that is not writable (/usr is a read-only mount in the test container)
+    broken = [a.replace("test -w /var/kolo_data", "test -w /usr") for a in cmd]
+    assert broken != cmd and _exec(container_name, *broken).returncode != 0
