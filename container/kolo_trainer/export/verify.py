@@ -1,0 +1,321 @@
+"""Stage 5: prove the exported files behave like the model that was trained.
+
+(a) every GGUF loads in llama-cpp-python and generates;
+(b) on prompts from the training data, rendered with the training chat template, the GGUF tokenizer's prompt ids
+    equal the HF tokenizer's (BOS and special tokens included), and greedy decoding of the F16 GGUF equals greedy
+    decoding of the HF model (token ids); a mismatch names the first differing position;
+(c) the Modelfile's TEMPLATE (and SYSTEM), read back the way Ollama's parser reads it and rendered with Go's
+    text/template the way Ollama renders chats, equals the HF chat template's rendering of the same conversations.
+
+What the two sides are, exactly:
+* HF prompt ids: the template rendered with the real ``bos_token``, tokenised without special tokens, plus one
+  BOS when the tokenizer adds one and the text does not start with it (the rule training uses; see templates).
+* GGUF prompt ids: what Ollama does: the template rendered *without* BOS (an Ollama TEMPLATE never contains it),
+  tokenised by llama.cpp with ``add_bos`` per the GGUF's metadata and special tokens parsed.
+* Greedy: 16 new tokens, both sides stopping at the same stop ids (eos + single-token stop strings). The HF model is
+  run in float32 from the same 16-bit weights the GGUF was converted from. A difference where HF's top-2 logit
+  margin is below ``NEAR_TIE`` is reported as a warning (a numerical near-tie between f32 and llama.cpp's f16
+  matmuls), any other difference fails.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+from .. import progress, templates
+from . import stages
+
+N_PROMPTS = 4
+N_GREEDY = 3
+NEW_TOKENS = 16
+NEAR_TIE = 0.02
+
+
+def _first_diff(a: list, b: list) -> int:
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            return i
+    return min(len(a), len(b))
+
+
+def dataset_conversations(ctx: stages.Context, limit: int = 8) -> list[list[dict]]:
+    """Conversations from the run's training file (first ``limit`` that have an assistant turn after a user)."""
+    from .. import data as kdata
+
+    d = ctx.data.get("data") or {}
+    opts = ctx.data.get("options") or {}
+    candidates = [d.get("train_file"), opts.get("train_data")]
+    for c in [c for c in candidates if c]:
+        p = Path(c) if Path(c).is_absolute() else ctx.root / c
+        if not p.is_file():
+            continue
+        res = kdata.load(p, opts.get("data_format") or d.get("format") or "auto")
+        convs = []
+        for row in res.rows:
+            msgs = [{"role": m["role"], "content": m["content"]} for m in row.messages]
+            if any(m["role"] == "assistant" for m in msgs[1:]):
+                convs.append(msgs)
+            if len(convs) >= limit:
+                break
+        if convs:
+            return convs
+    return []
+
+
+def prompt_of(conv: list[dict]) -> list[dict]:
+    """The conversation up to (not including) its last assistant turn: what a user sends for that reply."""
+    last = max(i for i, m in enumerate(conv) if m["role"] == "assistant")
+    return conv[:last]
+
+
+def _strip_bos(text: str, bos: Optional[str]) -> str:
+    return text[len(bos):] if bos and text.startswith(bos) else text
+
+
+def _adds_bos(tok: Any) -> bool:
+    flag = getattr(tok, "add_bos_token", None)
+    if flag is not None:
+        return bool(flag)
+    ids = tok("a")["input_ids"]
+    return bool(ids) and tok.bos_token_id is not None and ids[0] == tok.bos_token_id
+
+
+def hf_prompt_ids(tok: Any, jinja: str, msgs: list[dict]) -> list[int]:
+    text = templates.render(jinja, msgs, add_generation_prompt=True, bos_token=tok.bos_token or "",
+                            eos_token=tok.eos_token)
+    ids = list(tok(text, add_special_tokens=False)["input_ids"])
+    if _adds_bos(tok) and tok.bos_token_id is not None and (not ids or ids[0] != tok.bos_token_id):
+        ids = [tok.bos_token_id] + ids
+    return ids
+
+
+def ollama_prompt_text(tok: Any, jinja: str, msgs: list[dict]) -> str:
+    return _strip_bos(templates.render(jinja, msgs, add_generation_prompt=True, bos_token="",
+                                       eos_token=tok.eos_token), tok.bos_token)
+
+
+def stop_ids(tok: Any, model_cfg: Any, stops: list[str]) -> set[int]:
+    ids: set[int] = set()
+    for e in (tok.eos_token_id, getattr(model_cfg, "eos_token_id", None)):
+        if isinstance(e, int):
+            ids.add(e)
+        elif isinstance(e, (list, tuple)):
+            ids.update(int(x) for x in e)
+    for s in stops:
+        enc = tok(s, add_special_tokens=False)["input_ids"]
+        if len(enc) == 1:
+            ids.add(int(enc[0]))
+    return ids
+
+
+def _load_llama(path: Path, lora: Optional[Path] = None, n_ctx: int = 512):
+    import llama_cpp
+
+    kwargs: dict[str, Any] = dict(model_path=str(path), n_ctx=n_ctx, verbose=False, seed=0,
+                                  n_threads=max(1, min(8, os.cpu_count() or 1)))
+    if lora is not None:
+        kwargs["lora_path"] = str(lora)
+    return llama_cpp.Llama(**kwargs)
+
+
+def gguf_greedy(llm: Any, ids: list[int], stops: set[int], n: int = NEW_TOKENS) -> list[int]:
+    out: list[int] = []
+    for t in llm.generate(ids, temp=0.0, top_k=1, top_p=1.0, min_p=0.0, repeat_penalty=1.0, reset=True):
+        out.append(int(t))
+        if t in stops or len(out) >= n:
+            break
+    return out
+
+
+def hf_greedy(model: Any, ids: list[int], stops: set[int], pad_id: Optional[int],
+              n: int = NEW_TOKENS) -> tuple[list[int], list[float]]:
+    """Greedy new tokens and the top-1 minus top-2 logit margin at each step (plain argmax, no processors)."""
+    import torch
+
+    cur = torch.tensor([ids], device=model.device)
+    out: list[int] = []
+    margins: list[float] = []
+    past = None
+    with torch.no_grad():
+        step_in = cur
+        for _ in range(n):
+            res = model(input_ids=step_in, past_key_values=past, use_cache=True)
+            past = res.past_key_values
+            logits = res.logits[0, -1].float()
+            top = torch.topk(logits, 2)
+            t = int(top.indices[0])
+            margins.append(float(top.values[0] - top.values[1]))
+            out.append(t)
+            if t in stops:
+                break
+            step_in = torch.tensor([[t]], device=model.device)
+    return out, margins
+
+
+def _hf_model(reference_dir: Path, adapter_dir: Optional[Path]):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(reference_dir), dtype=torch.float32)
+    if adapter_dir is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=False)
+    model.eval()
+    return model
+
+
+def verify_all(ctx: stages.Context, *, files: dict[str, Path], modelfiles: dict[str, str], reference_dir: Path,
+               adapter_dir: Optional[Path], adapter_gguf: Optional[Path], settings: dict) -> dict:
+    from transformers import AutoTokenizer
+
+    problems: list[str] = []
+    warnings: list[str] = []
+    res: dict[str, Any] = {}
+    ct = ctx.data.get("chat_template") or {}
+    tok_dir = adapter_dir if adapter_dir is not None and (adapter_dir / "tokenizer_config.json").is_file() \
+        else reference_dir
+    tok = AutoTokenizer.from_pretrained(str(tok_dir))
+    jinja = ct.get("jinja") or tok.chat_template
+    convs = dataset_conversations(ctx)
+    source = "training data"
+    if not convs:
+        convs = [list(c) for c in templates.BATTERY if any(m["role"] == "assistant" for m in c[1:])]
+        source = "kolo's template test conversations (the training file could not be read)"
+        warnings.append(f"prompts taken from {source}")
+    prompts = [prompt_of(c) for c in convs][:N_PROMPTS]
+    total = len(files) + len(prompts) + min(N_GREEDY, len(prompts)) + 1
+    step = [0]
+
+    def tick() -> None:
+        step[0] += 1
+        progress.emit("progress", stage="verify", step=step[0], total=total)
+
+    # (b1) token parity, with the F16 GGUF's tokenizer
+    f16 = _load_llama(files["F16"], adapter_gguf, n_ctx=2048)
+    hf_ids = [hf_prompt_ids(tok, jinja, p) for p in prompts]
+    gg_ids = [list(f16.tokenize(ollama_prompt_text(tok, jinja, p).encode("utf-8"), add_bos=True, special=True))
+              for p in prompts]
+    mism = []
+    for i, (a, b) in enumerate(zip(hf_ids, gg_ids)):
+        if a != b:
+            k = _first_diff(a, b)
+            mism.append({"prompt": i, "position": k, "hf": a[k:k + 5], "gguf": b[k:k + 5]})
+            problems.append(f"token parity: prompt {i + 1}: HF and GGUF prompt token ids differ at position {k}: "
+                            f"HF {a[k:k + 5]} ({tok.convert_ids_to_tokens(a[k:k + 5])}) vs GGUF {b[k:k + 5]} "
+                            f"({[f16.detokenize([t], special=True).decode('utf-8', 'replace') for t in b[k:k + 5]]})")
+        tick()
+    res["tokens"] = {"prompts": len(prompts), "source": source, "equal": len(prompts) - len(mism),
+                     "mismatches": mism}
+
+    # (b2) greedy decoding parity, F16 GGUF vs the HF model
+    model = _hf_model(reference_dir, adapter_dir)
+    stops = stop_ids(tok, model.config, settings.get("stop") or [])
+    greedy = []
+    for i in range(min(N_GREEDY, len(prompts))):
+        h, margins = hf_greedy(model, hf_ids[i], stops, tok.pad_token_id)
+        g = gguf_greedy(f16, gg_ids[i], stops)
+        entry: dict[str, Any] = {"prompt": i, "equal": h == g, "hf": h, "gguf": g}
+        if h != g:
+            k = _first_diff(h, g)
+            margin = margins[k] if k < len(margins) else None
+            entry.update(first_diff=k, hf_margin=margin)
+            msg = (f"greedy parity: prompt {i + 1}: HF and F16 GGUF differ at new token {k}: HF {h[k:k + 4]} vs "
+                   f"GGUF {g[k:k + 4]} (HF top-2 logit margin there: {margin if margin is None else round(margin, 4)})")
+            if margin is not None and margin < NEAR_TIE:
+                entry["near_tie"] = True
+                warnings.append(msg + " -- a numerical near-tie")
+            else:
+                problems.append(msg)
+        greedy.append(entry)
+        tick()
+    res["greedy"] = {"new_tokens": NEW_TOKENS, "prompts": len(greedy), "equal": sum(e["equal"] for e in greedy),
+                     "results": greedy}
+    del model
+
+    # (a) every GGUF loads and generates
+    load: dict[str, Any] = {}
+    first = gg_ids[0] if gg_ids else [f16.token_bos()]
+    for q, path in files.items():
+        try:
+            llm = f16 if q == "F16" else _load_llama(path, adapter_gguf, n_ctx=1024)
+            out = gguf_greedy(llm, first, stops, n=8)
+            text = llm.detokenize(out, special=True).decode("utf-8", "replace")
+            load[q] = {"ok": bool(out), "tokens": len(out), "sample": text}
+            if not out:
+                problems.append(f"load: {path.name} loaded but generated nothing")
+            if llm is not f16:
+                llm.close() if hasattr(llm, "close") else None
+        except Exception as e:  # a file llama.cpp cannot load is exactly what this check is for
+            load[q] = {"ok": False, "error": f"{type(e).__name__}: {e}"}
+            problems.append(f"load: {path.name} does not load in llama.cpp ({type(e).__name__}: {e})")
+        tick()
+    res["load"] = load
+
+    # (c) Modelfile TEMPLATE vs the chat template, with real Go text/template
+    res["template"] = template_check(ctx, jinja, tok, convs, modelfiles, settings)
+    tick()
+    t = res["template"]
+    if t["status"] == "failed":
+        problems += t["problems"]
+    elif t["status"].startswith("skipped"):
+        warnings.append(f"template check {t['status']}")
+
+    status = "failed" if problems else ("passed with warnings" if warnings else "passed")
+    for w in warnings:
+        progress.emit("warning", message=w)
+    return {"status": status, "problems": problems, "warnings": warnings, **res}
+
+
+def template_check(ctx: stages.Context, jinja: str, tok: Any, convs: list[list[dict]], modelfiles: dict[str, str],
+                   settings: dict) -> dict:
+    from ..templates import gorender
+    from . import modelfile
+
+    if settings.get("template") is None:
+        return {"status": "skipped: no TEMPLATE could be proven equivalent (see the warning)", "problems": []}
+    if not gorender.available():
+        return {"status": "skipped: go not installed", "problems": []}
+    problems: list[str] = []
+    checked = 0
+    seen: set[str] = set()
+    battery = [list(c) for c in templates.BATTERY]
+    for q, rel in modelfiles.items():
+        parsed = modelfile.parse((ctx.run_dir / rel).read_text(encoding="utf-8"))
+        key = f"{parsed.template}\0{parsed.system}"
+        if key in seen:  # every Modelfile of a run normally has the same TEMPLATE/SYSTEM: render once
+            continue
+        seen.add(key)
+        cases: list[list[dict]] = []
+        for c in convs + battery:
+            cases += [c, prompt_of(c) if any(m["role"] == "assistant" for m in c[1:]) else c]
+            if c and c[0]["role"] == "system":
+                cases.append([m for m in c[1:]])  # what a user chatting in Ollama sends: SYSTEM comes from the Modelfile
+        wanted, go_cases = [], []
+        for c in cases:
+            full = c if not parsed.system or (c and c[0]["role"] == "system") else \
+                [{"role": "system", "content": parsed.system}] + c
+            agp = not full or full[-1]["role"] != "assistant"
+            try:
+                want = _strip_bos(templates.render(jinja, full, add_generation_prompt=agp, bos_token="",
+                                                   eos_token=tok.eos_token), tok.bos_token)
+            except templates.TemplateError:
+                continue  # the training template itself refuses this conversation shape
+            wanted.append(want)
+            go_cases.append(c)
+        try:
+            got = gorender.render_many(parsed.template or "", go_cases, system=parsed.system)
+        except gorender.GoUnavailable as e:
+            return {"status": f"skipped: {e.message}", "problems": []}
+        except gorender.GoRenderError as e:
+            return {"status": "failed", "problems": [f"template: {rel}: Go cannot render the TEMPLATE: {e.message}"]}
+        for i, (g, w) in enumerate(zip(got, wanted)):
+            if g != w:
+                k = _first_diff(list(g), list(w))
+                problems.append(f"template: {rel}: conversation {i + 1}: Ollama's rendering differs from the chat "
+                                f"template at character {k}: Go {g[max(0, k - 15):k + 15]!r} vs HF "
+                                f"{w[max(0, k - 15):k + 15]!r}")
+        checked += len(go_cases)
+    return {"status": "failed" if problems else "passed", "conversations": checked, "problems": problems[:20]}
