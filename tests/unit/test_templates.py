@@ -139,3 +139,13 @@ def test_templates_module_is_light():
             "print(sorted(m for m in ('jinja2', 'transformers', 'torch') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_gorender_without_go_is_a_clear_error(monkeypatch):
+    from kolo_trainer.templates import gorender
+
+    monkeypatch.setattr(gorender, "_go", lambda: None)
+    assert not gorender.available()
+    with pytest.raises(gorender.GoUnavailable, match="Go is not installed") as exc:
+        gorender.render("{{ range .Messages }}{{ end }}", [])
+    assert "golang-go" in (exc.value.hint or "")
