@@ -20,6 +20,8 @@ from .state import CONTAINER_DATA_ROOT
 #: Label on containers made by `kolo up`: the host data root they mount (status and checks read it back).
 LABEL_DATA_ROOT = "org.kolo.data-root"
 LABEL_MANAGED = "org.kolo.managed"
+#: Named volume for the Hugging Face cache (compose project "kolo" + volume "hf_cache").
+HF_CACHE_VOLUME = "kolo_hf_cache"
 
 
 @contextlib.contextmanager
@@ -177,9 +179,10 @@ def up(cfg: UpConfig, cl: Any = None) -> tuple[Any, str]:
 
     with translated():
         try:
-            cl.images.get(cfg.image)
+            image = cl.images.get(cfg.image)
         except docker.errors.ImageNotFound:
             raise ImageMissing(cfg.image) from None
+    image_env = dict(e.split("=", 1) for e in ((image.attrs.get("Config") or {}).get("Env") or []) if "=" in e)
 
     root = cfg.data_root.resolve()
     for sub in ("data", "models", "outputs"):
@@ -187,6 +190,9 @@ def up(cfg: UpConfig, cl: Any = None) -> tuple[Any, str]:
     volumes = {str(root): {"bind": CONTAINER_DATA_ROOT, "mode": "rw"}}
     for host, target in cfg.ro_mounts:
         volumes[host] = {"bind": target, "mode": "ro"}
+    if image_env.get("HF_HOME"):
+        # Downloaded base models survive `kolo down`; the same named volume docker-compose.yml uses (kolo_hf_cache).
+        volumes[HF_CACHE_VOLUME] = {"bind": image_env["HF_HOME"], "mode": "rw"}
 
     want_gpu = cfg.gpus == "all" or (cfg.gpus == "auto" and has_nvidia_runtime(cl))
     kwargs: dict[str, Any] = dict(
