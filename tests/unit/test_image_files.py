@@ -95,6 +95,13 @@ def test_compose_data_root_is_a_host_bind_mount(compose):
     assert len(ollama) == 1 and ollama[0]["source"] == DATA_SOURCE and ollama[0]["read_only"] is True
 
 
+def test_compose_hf_cache_volume_is_the_one_kolo_up_mounts(compose):
+    from kolo_cli.docker_ctl import HF_CACHE_VOLUME
+
+    # compose names a volume <project>_<volume>; `kolo up` (Docker SDK) mounts the same one, so both share downloads
+    assert f"{compose['name']}_hf_cache" == HF_CACHE_VOLUME
+
+
 def test_compose_hf_cache_path_matches_the_image():
     env = dict(a.split("=", 1) for i, a in dockerfile_instructions() if i == "ENV" for a in a.split())
     assert env["HF_HOME"] == "/var/kolo_cache/huggingface"
