@@ -358,6 +358,11 @@ def _decode_error(e: UnicodeDecodeError, data: bytes) -> str:
     return f"not valid UTF-8 text (byte 0x{bad.hex()} at column {e.start + 1}); save the file as UTF-8"
 
 
+def _too_long() -> str:
+    size = f"{MAX_ROW_BYTES // (1024 * 1024)} MiB" if MAX_ROW_BYTES >= 1024 * 1024 else f"{MAX_ROW_BYTES} bytes"
+    return f"line is longer than {size}; one row may not be that large"
+
+
 def _parse_block(text: str, first_line: int, decoder: json.JSONDecoder) -> list[tuple[int, Any]]:
     """Parse every line of ``text`` (which ends with a newline): [(line number, object or _Bad)].
 
@@ -369,12 +374,16 @@ def _parse_block(text: str, first_line: int, decoder: json.JSONDecoder) -> list[
     out: list[tuple[int, Any]] = []
     append = out.append
     pos, n, ln = 0, len(text), first_line - 1
+    limit = MAX_ROW_BYTES
+    quarter = limit // 4  # a UTF-8 character is at most 4 bytes: shorter lines cannot exceed the limit
     while pos < n:
         nl = find("\n", pos)
         if nl < 0:
             nl = n
         ln += 1
-        if pos < nl and text[pos] == "{":
+        if nl - pos > quarter and len(text[pos:nl].encode("utf-8")) > limit:  # same rule as across blocks
+            append((ln, _Bad(_too_long(), "too_long")))
+        elif pos < nl and text[pos] == "{":
             try:
                 obj, end = scan(text, pos)
             except (StopIteration, json.JSONDecodeError, RecursionError):
@@ -398,54 +407,60 @@ def _parse_block(text: str, first_line: int, decoder: json.JSONDecoder) -> list[
 
 
 def _read_jsonl(f: io.BufferedReader) -> Iterator[tuple[int, Any]]:
+    """JSONL, block by block. Blocks are parsed through memoryviews (no copies of the 8 MiB blocks); only a line
+    that crosses a block boundary is copied, and one longer than MAX_ROW_BYTES is skipped, never accumulated."""
     decoder = json.JSONDecoder()
-    carry = b""
+    carry = b""  # the start of a line that continues in the next block
     line_no = 0  # complete lines consumed so far
     skipping = False  # inside an over-long line: discard until its newline
-    first = True
-    too_long = f"line is longer than {MAX_ROW_BYTES // (1024 * 1024)} MiB; one row may not be that large"
+    too_long = _too_long()
+    if f.read(3) != b"\xef\xbb\xbf":  # a UTF-8 byte-order mark (Windows editors) is not part of line 1
+        f.seek(0)
     while True:
         block = f.read(_BLOCK)
         if not block:
             break
-        if first:
-            first = False
-            if block.startswith(b"\xef\xbb\xbf"):
-                block = block[3:]
+        start = 0
         if skipping:
-            nl = block.find(b"\n")
+            nl = block.find(b"\n", start)
             if nl < 0:
                 continue
             skipping = False
             line_no += 1
-            block = block[nl + 1:]
-        data = carry + block if carry else block
-        cut = data.rfind(b"\n")
-        if cut < 0:
-            carry = data
-            if len(carry) > MAX_ROW_BYTES:
+            start = nl + 1
+        cut = block.rfind(b"\n", start)
+        if cut < 0:  # no line ends in this block
+            if len(carry) + len(block) - start > MAX_ROW_BYTES:
                 yield line_no + 1, _Bad(too_long, "too_long")
                 carry, skipping = b"", True
+            else:
+                carry += block[start:]
             continue
-        carry = data[cut + 1:]
-        chunk = data[:cut + 1]
-        yield from _parse_chunk(chunk, line_no + 1, decoder)
-        line_no += chunk.count(b"\n")
-        if len(carry) > MAX_ROW_BYTES:
-            yield line_no + 1, _Bad(too_long, "too_long")
-            carry, skipping = b"", True
+        if carry:  # finish the line begun in the previous block(s)
+            nl = block.find(b"\n", start)
+            if len(carry) + nl - start > MAX_ROW_BYTES:
+                yield line_no + 1, _Bad(too_long, "too_long")
+            else:
+                yield from _parse_chunk(carry + block[start:nl + 1], line_no + 1, decoder)
+            carry = b""
+            line_no += 1
+            start = nl + 1
+        if start <= cut:
+            yield from _parse_chunk(memoryview(block)[start:cut + 1], line_no + 1, decoder)
+            line_no += block.count(b"\n", start, cut + 1)
+        carry = block[cut + 1:]
     if carry and not skipping:
         yield from _parse_chunk(carry + b"\n", line_no + 1, decoder)
 
 
-def _parse_chunk(chunk: bytes, first_line: int, decoder: json.JSONDecoder) -> list[tuple[int, Any]]:
+def _parse_chunk(chunk: bytes | memoryview, first_line: int, decoder: json.JSONDecoder) -> list[tuple[int, Any]]:
     try:
-        text = chunk.decode("utf-8")
+        text = str(chunk, "utf-8")
     except UnicodeDecodeError:
         # Rare: find the undecodable line(s) one by one and parse the rest normally.
         out: list[tuple[int, Any]] = []
         ln = first_line
-        for raw_line in chunk.split(b"\n")[:-1]:
+        for raw_line in bytes(chunk).split(b"\n")[:-1]:
             try:
                 t = raw_line.decode("utf-8")
             except UnicodeDecodeError as e:
