@@ -283,3 +283,35 @@ def test_kolo_train_runtime_docker_reaches_the_trainer(kolo, running, data_root)
     out, err = p.communicate(timeout=120)
     assert p.returncode == 2, out + err
     assert "lora-rank" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_a_real_kolo_train_in_the_container(kolo, running, data_root, tiny_model):
+    """The whole path users take: `kolo train` (runtime docker) with the real trainer on the tiny model, SIGINT to
+    the host kolo process mid-training. The trainer inside the container must see it (checkpoint + manifest
+    'interrupted'), kolo must exit 130 saying it stopped the process, and nothing may be left running."""
+    import shutil
+
+    shutil.copytree(tiny_model, data_root / "models" / "tiny")
+    shutil.copy(Path(__file__).resolve().parents[2] / "container" / "kolo_trainer" / "assets" / "example.jsonl",
+                data_root / "data" / "example.jsonl")
+    p = kolo.popen("train", "--base-model", "models/tiny", "--train-data", "data/example.jsonl",
+                   "--max-steps", "5000", "--save-steps", "4000", "--output-dir", "ctrl c run",
+                   stderr=subprocess.STDOUT)
+    seen = []
+    deadline = time.monotonic() + 240
+    for line in p.stdout:
+        seen.append(line)
+        if line.startswith("[train] step 2/"):
+            break
+        assert time.monotonic() < deadline, "".join(seen)
+    else:
+        pytest.fail("training never reached step 2:\n" + "".join(seen))
+    assert "kolo_trainer train" in _ps(running["KOLO_CONTAINER"])  # it really runs in the container
+    p.send_signal(signal.SIGINT)
+    rest, _ = p.communicate(timeout=180)
+    assert p.returncode == 130, rest
+    assert "stopped 1 process(es) inside container" in rest and "Traceback" not in rest
+    assert "kolo_trainer" not in _ps(running["KOLO_CONTAINER"])
+    manifest = json.loads((data_root / "outputs" / "ctrl c run" / "kolo.json").read_text())
+    assert manifest["status"] == "interrupted"
