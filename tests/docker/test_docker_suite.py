@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -315,3 +316,42 @@ def test_ctrl_c_on_a_real_kolo_train_in_the_container(kolo, running, data_root, 
     assert "kolo_trainer" not in _ps(running["KOLO_CONTAINER"])
     manifest = json.loads((data_root / "outputs" / "ctrl c run" / "kolo.json").read_text())
     assert manifest["status"] == "interrupted"
+
+
+def test_shell_runs_an_interactive_shell_in_the_container(kolo, running):
+    r = kolo("shell", input="echo hi-from-$(hostname)-in-$PWD; exit 3\n")
+    assert r.returncode == 3, r.stderr
+    assert "hi-from-" in r.stdout and "-in-/var/kolo_data" in r.stdout
+
+
+def test_build_streams_and_propagates_failure(kolo, test_image, tmp_path):
+    """`kolo build` with --context/--image (no registry here: FROM the local test image, no RUN step)."""
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    tag = f"kolo-test-build:{uuid.uuid4().hex[:8]}"
+    (ctx / "Dockerfile").write_text(f"FROM {test_image}\nLABEL org.kolo.test=build\n")
+    try:
+        r = kolo("build", "--context", str(ctx), "--image", tag, "--no-compose", timeout=300)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert r.stdout.startswith("$ ") and "docker build -t " + tag in r.stdout.splitlines()[0]
+        labels = json.loads(subprocess.run(["docker", "image", "inspect", tag, "--format", "{{json .Config.Labels}}"],
+                                           capture_output=True, text=True).stdout)
+        assert labels["org.kolo.test"] == "build"
+    finally:
+        subprocess.run(["docker", "rmi", "-f", tag], capture_output=True)
+    (ctx / "Dockerfile").write_text("FROM kolo-test-no-such-base:never\n")
+    r = kolo("build", "--context", str(ctx), "--image", tag, "--no-compose", timeout=300)
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    r = kolo("build", "--context", str(tmp_path / "nowhere"))
+    assert r.returncode == 7 and "no Dockerfile" in r.stderr
+
+
+def test_train_refuses_a_data_root_the_container_does_not_mount(kolo, running, tmp_path):
+    """Host-side checks looked at one folder; the container would read another: refuse, naming both."""
+    other = tmp_path / "other_root"
+    (other / "data").mkdir(parents=True)
+    (other / "data" / "data.jsonl").write_text("{}\n")
+    r = kolo("--data-root", str(other), "train", "--epochs", "1")
+    assert r.returncode == 7
+    err = _one_line_error(r)
+    assert str(other) in err and str(kolo.data_root) in err and "kolo down && kolo up" in err
