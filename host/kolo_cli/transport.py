@@ -128,11 +128,12 @@ class Transport:
             grace_s = float(os.environ.get("KOLO_STOP_GRACE_S", DEFAULT_GRACE_S))
         cmd = self.command(argv, interactive=interactive)
         kwargs = self.popen_kwargs()
-        if os.name == "posix":
-            kwargs["start_new_session"] = True
         if interactive:
+            # Same session as kolo: `docker exec -it` needs the terminal (raw mode passes ^C to the container).
             proc = subprocess.Popen(cmd, **kwargs)
             return self._wait(proc, None, grace_s)
+        if os.name == "posix":
+            kwargs["start_new_session"] = True
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 **kwargs)
         return self._wait(proc, renderer, grace_s)
