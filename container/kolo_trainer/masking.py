@@ -209,7 +209,9 @@ def _encode_text(tokenizer: Any, text: str, max_length: Optional[int]) -> Encode
 
 
 def load_tokenizer(base_model: str, data_root: Optional[str]) -> Any:
-    """A tokenizer from a model folder under the data root, or a Hugging Face id (cache/network)."""
+    """A tokenizer from a model folder under the data root, or a Hugging Face id (local cache first)."""
+    from pathlib import Path
+
     from transformers import AutoTokenizer
 
     local = None
@@ -219,8 +221,19 @@ def load_tokenizer(base_model: str, data_root: Optional[str]) -> Any:
         candidate = resolve_under(data_root, base_model, "--base-model")
         if candidate.is_dir():
             local = candidate
+        elif (Path(data_root) / base_model.replace("\\", "/").split("/")[0]).is_dir():
+            # "models/x" names a folder of the data root, not a Hub id: say so now instead of retrying the Hub.
+            raise OptionsError([f"--base-model {base_model!r}: no such model folder under the data root "
+                                f"{data_root}"], hint="list the models with `kolo list` or build the demo model "
+                               "with `python -m kolo_trainer make-tiny-model`")
+    name = str(local) if local else base_model
     try:
-        return AutoTokenizer.from_pretrained(str(local) if local else base_model)
+        try:
+            return AutoTokenizer.from_pretrained(name, local_files_only=True)
+        except Exception:
+            if local or os.environ.get("HF_HUB_OFFLINE") == "1":
+                raise
+            return AutoTokenizer.from_pretrained(name)
     except Exception as e:  # transformers raises OSError/ValueError/HF errors with long texts
         first = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
         raise OptionsError([f"--base-model {base_model!r}: cannot load its tokenizer ({first})"],
