@@ -360,3 +360,30 @@ def test_block_boundaries_do_not_change_anything(tmp_path, monkeypatch, block):
     assert {ln for ln, k in lines.items() if k == "too_long"} == {i + 1 for i in range(40) if i % 9 == 4}
     assert {ln for ln, k in lines.items() if k == "invalid_json"} == {i + 1 for i in range(40) if i % 7 == 3 and i % 9 != 4}
     assert [r.line for r in want.rows] == [i + 1 for i in range(40) if i % 9 != 4 and i % 7 != 3 and i % 5 != 2]
+
+
+@pytest.mark.parametrize("workers", [2, 3, 5])
+def test_parallel_check_equals_sequential(tmp_path, monkeypatch, workers):
+    """Big files are checked by several processes; the result (lines, problems, duplicates across ranges,
+    stats) must be exactly the sequential one."""
+    rows = []
+    for i in range(300):
+        if i % 37 == 5:
+            rows.append("{oops")
+        elif i % 11 == 0:
+            rows.append(json.dumps({"messages": conv(("same question", "same answer"), system="S")}))  # dups
+        elif i % 29 == 3:
+            rows.append(json.dumps({"messages": [{"role": "user", "content": "no reply"}]}))
+        else:
+            rows.append(json.dumps({"messages": conv((f"q{i}", "a " * (i % 13 + 1)), system="S" if i % 2 else None)}))
+    p = jsonl(tmp_path, rows)
+    p.write_bytes(b"\xef\xbb\xbf" + p.read_bytes())  # with a byte-order mark, which only range 1 may skip
+    monkeypatch.setenv("KOLO_DATA_WORKERS", "1")
+    want = data.load(p, keep_rows=False)
+    monkeypatch.setenv("KOLO_DATA_WORKERS", str(workers))
+    got = data.load(p, keep_rows=False)
+    assert got.rows_total == want.rows_total == 300 and got.rows_valid == want.rows_valid
+    assert [str(x) for x in got.problems] == [str(x) for x in want.problems]
+    assert [str(x) for x in got.warnings] == [str(x) for x in want.warnings]
+    assert got.stats == want.stats and got.format == want.format == "messages"
+    assert sum(1 for w in want.warnings if w.kind == "duplicate") == len(range(0, 300, 11)) - 1 - 1  # row 264 is broken
