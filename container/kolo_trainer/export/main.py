@@ -81,6 +81,15 @@ def run(argv: list[str]) -> int:
         problems.append("--adapter-only: run was fully fine-tuned (method full), there is no adapter to export")
     if method in ("lora", "qlora") and not (run_dir / "adapter" / "adapter_config.json").is_file():
         problems.append(f"{run_dir / 'adapter'}: no LoRA adapter (adapter_config.json) in this run")
+    if opts.adapter_only and (run_dir / "adapter" / "adapter_config.json").is_file():
+        import json
+
+        acfg = json.loads((run_dir / "adapter" / "adapter_config.json").read_text(encoding="utf-8"))
+        if acfg.get("modules_to_save"):
+            # A GGUF LoRA holds lora_A/lora_B pairs only; llama.cpp's converter exits on fully trained modules.
+            problems.append(f"--adapter-only: the adapter also trains {', '.join(acfg['modules_to_save'])} in full "
+                            "(modules_to_save), which a GGUF LoRA adapter cannot hold; export the merged model "
+                            "(without --adapter-only)")
     if method == "full" and not (run_dir / "model" / "config.json").is_file():
         problems.append(f"{run_dir / 'model'}: no fine-tuned model (config.json) in this run")
     if problems:
