@@ -344,3 +344,48 @@ def test_unfinished_or_missing_runs_are_refused(tmp_path):
     manifest.update(root / "outputs" / "half", status="interrupted", method="lora")
     with pytest.raises(ExportError, match="did not finish training"):
         export(root, "--output-dir", "half")
+
+
+# ------------------------------------------------------------------------------------------------ the kolo CLI
+
+
+def _kolo(root: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    import shutil as _sh
+
+    exe = _sh.which("kolo", path=str(Path(sys.executable).parent))
+    if exe is None:
+        pytest.skip("the kolo console script is not installed in this environment")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KOLO_")}
+    env.update(NO_COLOR="1", TERM="dumb", COLUMNS="200")
+    return subprocess.run([exe, "--runtime", "local", "--data-root", str(root), *args], capture_output=True,
+                          text=True, timeout=timeout, env=env, stdin=subprocess.DEVNULL)
+
+
+def test_kolo_chat_answers_through_the_modelfile(exported):
+    root, run, _ = exported
+    first = json.loads((root / "data" / "example.jsonl").read_text().splitlines()[0])["messages"]
+    assert first[1]["content"] == "What is kolo?"
+    r = _kolo(root, "chat", "run1", "--prompt", "What is kolo?", "--temperature", "0", "--quantization", "f16")
+    assert r.returncode == 0, r.stderr
+    # The SYSTEM line of the Modelfile + the template reproduce the training prompt: the memorised answer comes
+    # back, and generation stopped at <|im_end|> (nothing after it, no template tokens printed).
+    assert r.stdout.strip() == first[2]["content"]
+
+
+def test_kolo_export_cli_rerun_bad_quant_and_missing_run(exported):
+    root, run, _ = exported
+    r = _kolo(root, "export", "run1", "--quantization", "q4_k_m")
+    assert r.returncode == 0, r.stderr
+    assert "verification: passed" in r.stdout or "verification: passed with warnings" in r.stdout
+    r = _kolo(root, "export", "run1", "--quantization", "Q3_K_S")
+    assert r.returncode == 2 and "unknown quantization 'Q3_K_S'" in r.stderr and "Traceback" not in r.stderr
+    r = _kolo(root, "export", "no-such-run")
+    assert r.returncode == 2 and "no training run 'no-such-run'" in r.stderr
+    r = _kolo(root, "export", "run1", "--dry-run", "--quantization", "Q8_0", "--system", "it's \"quoted\"; ok")
+    assert r.returncode == 0
+    import shlex
+
+    argv = shlex.split(r.stdout.strip())
+    assert argv[1:4] == ["-m", "kolo_trainer", "export"]
+    assert argv[argv.index("--system") + 1] == "it's \"quoted\"; ok"
+    assert argv[argv.index("--output-dir") + 1] == "run1" and argv[-2:] == ["--data-root", str(root.resolve())]
