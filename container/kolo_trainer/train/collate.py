@@ -28,6 +28,7 @@ IGNORE = -100
 class Example:
     input_ids: list[int]
     labels: list[int]
+    row: int = -1  # index of the source row (the sample prompt is taken from a row that was trained on)
 
 
 class EncodedDataset:

@@ -54,6 +54,7 @@ class Ctx:
     eval_examples: list = field(default_factory=list)
     loaded: Any = None
     manifest_started: bool = False
+    peak_gpu_before: int | None = None
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -315,7 +316,7 @@ def _encode_rows(ctx: Ctx, rows: list[list[dict]], what: str) -> tuple[list, lis
         if all(x == IGNORE for x in labels[1:]):
             dropped.append({"row": i + 1, "reason": f"no assistant token within --max-seq-length {max_len}"})
             continue
-        examples.append(Example(ids, labels))
+        examples.append(Example(ids, labels, i))
     return examples, lengths, dropped
 
 
@@ -434,9 +435,10 @@ def stage_train(ctx: Ctx) -> tuple[Any, int | None]:
                            tokenizer=tok, callbacks=make_callbacks(ctx.run_dir / "train_log.jsonl", stop, ref),
                            lengths=train_ds.lengths, seed=o.seed, early_stopping=o.early_stopping_patience)
     ref["trainer"] = trainer
+    # before = the peak while loading (weights, 4-bit packing); after = the peak during training alone.
+    ctx.peak_gpu_before = _peak_gpu()
     if ld.device.kind == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    ctx.peak_gpu_before = _peak_gpu()
     stop.install()
     try:
         trainer.train(resume_from_checkpoint=ctx.resume_from)
@@ -457,16 +459,81 @@ def _final_losses(trainer: Any) -> tuple[float | None, float | None]:
     return loss, ev
 
 
+#: Files that make up a tokenizer in a HF model folder (copied verbatim from the base model, see save_tokenizer).
+TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "added_tokens.json", "vocab.json", "merges.txt", "spiece.model", "tokenizer.model.v3",
+                   "chat_template.jinja", "chat_template.json")
+
+
+def _tokenizer_source(ctx: Ctx) -> Path | None:
+    """The folder the training tokenizer was loaded from: the local base model, or its hub cache snapshot."""
+    if ctx.base_local is not None:
+        return ctx.base_local
+    try:
+        from transformers.utils import cached_file
+
+        f = cached_file(ctx.opts.base_model, "tokenizer_config.json", local_files_only=True)
+    except Exception:  # not cached in a way we can find: fall back to save_pretrained
+        return None
+    return Path(f).parent if f else None
+
+
+def save_tokenizer(ctx: Ctx, out: Path) -> None:
+    """The base model's tokenizer files, byte for byte, with the trained chat template set.
+
+    Why not ``tokenizer.save_pretrained``: transformers 5 rewrites a SentencePiece tokenizer as tokenizer.json and
+    drops ``tokenizer.model`` and ``legacy``; the reloaded tokenizer then splits text differently from the one the
+    model was trained with (seen on the tiny model: other ids, no BOS), and llama.cpp's converter wants
+    tokenizer.model. Copying the files keeps training, export and chat on the same tokenisation; the round trip
+    is checked below.
+    """
+    import json as _json
+
+    src = _tokenizer_source(ctx)
+    copied = False
+    if src is not None and (src / "tokenizer_config.json").is_file():
+        for name in TOKENIZER_FILES:
+            if (src / name).is_file():
+                shutil.copy2(src / name, out / name)
+        copied = True
+    else:
+        ctx.tokenizer.save_pretrained(str(out))
+    cfg_path = out / "tokenizer_config.json"
+    cfg = _json.loads(cfg_path.read_text(encoding="utf-8")) if cfg_path.is_file() else {}
+    cfg["chat_template"] = ctx.template.jinja
+    cfg_path.write_text(_json.dumps(cfg, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    # transformers 5 reads chat_template.jinja in preference to the config key: keep both the same.
+    (out / "chat_template.jinja").write_text(ctx.template.jinja, encoding="utf-8")
+    _check_tokenizer_round_trip(ctx, out, copied)
+
+
+def _check_tokenizer_round_trip(ctx: Ctx, out: Path, copied: bool) -> None:
+    from transformers import AutoTokenizer
+
+    probe = ctx.template.jinja[:200] + " Hello, world! 123 " + " ".join(
+        m["content"] for m in (ctx.train_rows[0] if ctx.train_rows else [])[:3])
+    try:
+        again = AutoTokenizer.from_pretrained(str(out), local_files_only=True)
+        same = again(probe)["input_ids"] == ctx.tokenizer(probe)["input_ids"]
+    except Exception as e:  # a tokenizer that does not even load back is the same problem, louder
+        same, why = False, f" ({type(e).__name__}: {e})"
+    else:
+        why = ""
+    if not same:
+        progress.emit("warning", message="the saved tokenizer does not tokenise like the one used in training"
+                                         f"{why}; export and chat may disagree with training "
+                                         f"({'copied from the base model' if copied else 'written by transformers'})")
+
+
 def stage_save(ctx: Ctx, trainer: Any) -> list[str]:
     """adapter/ (LoRA) or model/ (full), each with the tokenizer carrying the trained chat template."""
     ld = ctx.loaded
     sub = "model" if ld.method == "full" else "adapter"
     final = ctx.run_dir / sub
-    model = ld.model
-    ctx.tokenizer.chat_template = ctx.template.jinja
     with manifest.atomic_path(final) as tmp:
-        model.save_pretrained(str(tmp), safe_serialization=True)
-        ctx.tokenizer.save_pretrained(str(tmp))
+        tmp.mkdir(parents=True, exist_ok=True)
+        ld.model.save_pretrained(str(tmp), safe_serialization=True)
+        save_tokenizer(ctx, tmp)
     return [str(p.relative_to(ctx.run_dir)) for p in sorted(final.rglob("*")) if p.is_file()]
 
 
@@ -474,7 +541,8 @@ def stage_sample(ctx: Ctx) -> dict:
     from . import backends, sample
 
     backends.for_inference(ctx.loaded)
-    msgs, expected = sample.pick_conversation(ctx.train_rows, ctx.opts.sample_prompt, ctx.system)
+    trained = [ctx.train_rows[e.row] for e in ctx.train_examples if 0 <= e.row < len(ctx.train_rows)]
+    msgs, expected = sample.pick_conversation(trained, ctx.opts.sample_prompt, ctx.system)
     if not msgs:
         return {"prompt": None, "response": None}
     text = sample.generate(ctx.loaded.model, ctx.tokenizer, ctx.template.jinja, list(ctx.template.stop), msgs)
@@ -547,7 +615,7 @@ def _run(ctx: Ctx) -> int:
         if cb is not None and cb.train_time > 0:
             train_section["tokens_per_s"] = round(
                 (trainer.state.num_input_tokens_seen - cb.start_tokens) / cb.train_time, 1)
-        memory = {"peak_gpu_bytes_before": getattr(ctx, "peak_gpu_before", None),
+        memory = {"peak_gpu_bytes_before": ctx.peak_gpu_before,
                   "peak_gpu_bytes_after": _peak_gpu(), "peak_rss_bytes": _peak_rss()}
         if interrupted is not None:
             manifest.update(ctx.run_dir, status="interrupted", train=train_section, memory=memory,
