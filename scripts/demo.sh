@@ -15,6 +15,7 @@
 #
 # Everything runs locally (--runtime local), no GPU, no Docker, no download besides the install.
 # Data root: $KOLO_DATA, default ./kolo_data in the repository. Run name: $KOLO_DEMO_RUN, default "demo".
+# Training config: $KOLO_DEMO_CONFIG, default the bundled demo.yaml. Venv: $KOLO_VENV, default ./.venv.
 #
 # Running it again retrains the demo run from scratch (kolo train --overwrite): the demo always shows the full
 # pipeline, and the export that follows sees new inputs so it really converts again (its stages are skipped only
@@ -47,7 +48,7 @@ if ! cmp -s "$EXAMPLE" "$KOLO_DATA/data/example.jsonl"; then
 fi
 
 say "4/6 kolo train (demo config; --overwrite: a re-run retrains the demo run)"
-CONFIG=$("$PY" -c 'from importlib import resources; print(resources.files("kolo_trainer") / "assets" / "demo.yaml")')
+CONFIG=${KOLO_DEMO_CONFIG:-$("$PY" -c 'from importlib import resources; print(resources.files("kolo_trainer") / "assets" / "demo.yaml")')}
 "$KOLO" train --config "$CONFIG" --output-dir "$RUN" --overwrite
 
 say "5/6 kolo export: F16 + Q4_K_M, Modelfiles, verification"
