@@ -1,0 +1,33 @@
+"""Helpers of the reliability suite (a plain module: test files import it by name)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """Every path under ``root`` -> sha256 of its bytes ("dir" for folders, "link:<target>" for links). Comparing
+    two digests catches a changed, added or removed file anywhere in the data root."""
+    out: dict[str, str] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for d in dirnames:
+            p = Path(dirpath) / d
+            out[str(p.relative_to(root))] = f"link:{os.readlink(p)}" if p.is_symlink() else "dir"
+        for f in filenames:
+            p = Path(dirpath) / f
+            if p.is_symlink():
+                out[str(p.relative_to(root))] = f"link:{os.readlink(p)}"
+                continue
+            h = hashlib.sha256()
+            with open(p, "rb") as fh:
+                while block := fh.read(1 << 20):
+                    h.update(block)
+            out[str(p.relative_to(root))] = h.hexdigest()
+    return out
+
+
+GOOD_ROWS = [{"messages": [{"role": "user", "content": f"question {i}?"},
+                           {"role": "assistant", "content": f"answer {i}."}]} for i in range(4)]
