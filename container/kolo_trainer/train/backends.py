@@ -180,7 +180,9 @@ def load_hf(path: str, opts: Any, device: Device, local_only: bool) -> Loaded:
         raise _load_error(path, e) from None
     if device.kind == "cuda" and opts.method != "qlora":
         model = model.to("cuda")
-    model.config.use_cache = False  # the KV cache is useless in training and costs memory
+    # The KV cache is useless in training and costs memory; also, transformers isolates packed rows (--packing,
+    # restarting position_ids) only when no cache is passed.
+    model.config.use_cache = False
     revision = getattr(model.config, "_commit_hash", None)
     targets: list[str] = []
     if opts.method in ("lora", "qlora"):
@@ -253,6 +255,9 @@ def load_unsloth(path: str, opts: Any, device: Device, local_only: bool) -> Load
             use_rslora=opts.use_rslora,
             modules_to_save=list(opts.modules_to_save) or None,
         )
+    cfg = getattr(model, "config", None)
+    if cfg is not None:
+        cfg.use_cache = False  # as in load_hf: and packed rows are only isolated without a KV cache
     # unsloth may return a tokenizer wrapper (processor) for some models; the text tokenizer is what we need.
     tokenizer = getattr(tokenizer, "tokenizer", tokenizer)
     trainable, total = _count(model)

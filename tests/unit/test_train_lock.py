@@ -1,0 +1,96 @@
+"""The run lock: refused while a live process holds it, taken over when its process is gone."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from kolo_trainer.errors import OutputExistsError
+from kolo_trainer.train.lock import RunLock, is_stale
+
+HOLD = """
+import sys, time
+from kolo_trainer.train.lock import RunLock
+lock = RunLock(sys.argv[1]).acquire()
+print("held", flush=True)
+time.sleep(60)
+"""
+
+
+def _holder(run: Path) -> subprocess.Popen:
+    p = subprocess.Popen([sys.executable, "-c", HOLD, str(run)], stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "held"
+    return p
+
+
+def _dead_pid() -> int:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def test_acquire_writes_holder_and_release_removes_it(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    lock = RunLock(run).acquire()
+    data = json.loads((run / ".lock").read_text())
+    assert data["pid"] == os.getpid() and data["host"] == socket.gethostname() and data["started"]
+    lock.release()
+    assert not (run / ".lock").exists()
+
+
+def test_second_holder_is_refused_with_pid_and_hint(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    p = _holder(run)
+    try:
+        with pytest.raises(OutputExistsError) as e:
+            RunLock(run, "outputs/run").acquire()
+        assert f"pid {p.pid}" in e.value.message and "outputs/run" in e.value.message
+        assert "--output-dir" in e.value.hint
+    finally:
+        p.kill()
+        p.wait()
+    # The holder died (SIGKILL: no clean-up ran): its lock file remains, naming a dead pid, and is taken over.
+    assert json.loads((run / ".lock").read_text())["pid"] == p.pid
+    lock = RunLock(run).acquire()
+    assert json.loads((run / ".lock").read_text())["pid"] == os.getpid()
+    lock.release()
+
+
+def test_stale_lock_file_from_dead_pid_is_taken_over(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    dead = _dead_pid()
+    (run / ".lock").write_text(json.dumps({"pid": dead, "host": socket.gethostname(), "started": "x"}))
+    assert is_stale(json.loads((run / ".lock").read_text()))
+    with RunLock(run):
+        assert json.loads((run / ".lock").read_text())["pid"] == os.getpid()
+
+
+def test_lock_of_a_live_pid_is_respected_even_without_flock(tmp_path: Path) -> None:
+    """A lock file naming a live process on this host is honoured even when nobody holds the flock (file systems
+    where flock is a no-op): the JSON content is the fallback."""
+    run = tmp_path / "run"
+    run.mkdir()
+    p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (run / ".lock").write_text(json.dumps({"pid": p.pid, "host": socket.gethostname(), "started": "x"}))
+        with pytest.raises(OutputExistsError):
+            RunLock(run).acquire()
+    finally:
+        p.kill()
+        p.wait()
+    time.sleep(0.05)
+    with RunLock(run):
+        pass
+
+
+def test_lock_from_another_host_cannot_be_judged_stale() -> None:
+    assert not is_stale({"pid": 1, "host": socket.gethostname() + "-elsewhere", "started": "x"})
+    assert is_stale(None) and is_stale({"pid": "garbage", "host": socket.gethostname()})
