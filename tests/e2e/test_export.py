@@ -55,7 +55,9 @@ def make_run(root: Path, name: str, *, family: str = "llama", steps: int = 40, r
 
     base = tiny.build(root / "models" / f"tiny-{family}", family=family)
     (root / "data").mkdir(parents=True, exist_ok=True)
-    shutil.copy(tiny.example_dataset_path(), root / "data" / "example.jsonl")
+    # The data file holds exactly the rows trained on, so verification's dataset prompts are memorised ones.
+    lines = tiny.example_dataset_path().read_text(encoding="utf-8").splitlines()[:rows]
+    (root / "data" / "example.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     tok = AutoTokenizer.from_pretrained(base)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
@@ -63,7 +65,7 @@ def make_run(root: Path, name: str, *, family: str = "llama", steps: int = 40, r
                      target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
     model = get_peft_model(model, cfg)
     entry = templates.get("chatml")
-    convs = [json.loads(line)["messages"] for line in open(root / "data" / "example.jsonl")][:rows]
+    convs = [json.loads(line)["messages"] for line in lines]
     seqs, labels = [], []
     for msgs in convs:
         prompt = templates.render(entry.jinja, msgs[:-1], add_generation_prompt=True)

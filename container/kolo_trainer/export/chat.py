@@ -100,7 +100,10 @@ class Session:
         ids = self.llm.tokenize(self.prompt_text().encode("utf-8"), add_bos=True, special=True)
         if len(ids) >= self.num_ctx:
             raise ExportError(f"the conversation is {len(ids)} tokens, longer than num_ctx {self.num_ctx}")
-        vocab = self.llm._model.vocab if hasattr(self.llm, "_model") else None
+        try:
+            vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
+        except (AttributeError, TypeError):  # older bindings: end at eos only
+            vocab = None
         raw = b""
         shown = 0
         answer = ""

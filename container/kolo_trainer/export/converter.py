@@ -129,7 +129,8 @@ def install(version: str | None = None, force: bool = False) -> Path:
     wanted = tuple(prefix + m for m in MEMBERS)
     sha = manifest.sha256_file(sd)
     found_members: set[str] = set()
-    manifest.clean_stale_tmp(target.parent) if target.parent.exists() else None
+    if target.parent.exists():
+        manifest.clean_stale_tmp(target.parent)  # leftovers of an install that was killed
     with manifest.atomic_path(target) as tmp:
         tmp.mkdir(parents=True)
         try:

@@ -271,9 +271,15 @@ def _pipeline(ctx: stages.Context, method: str) -> dict:
                 st.update(skip=True, detail=f"up to date ({prev.get('status')})")
                 result["verification"] = prev
             else:
-                ver = verify.verify_all(ctx, files=files, modelfiles=modelfiles, reference_dir=model_dir,
-                                        adapter_dir=adapter_dir if opts.adapter_only else None,
-                                        adapter_gguf=adapter_gguf, settings=mf_settings)
+                try:
+                    ver = verify.verify_all(ctx, files=files, modelfiles=modelfiles, reference_dir=model_dir,
+                                            adapter_dir=adapter_dir if opts.adapter_only else None,
+                                            adapter_gguf=adapter_gguf, settings=mf_settings)
+                except (KeyboardInterrupt, SystemExit):
+                    raise
+                except Exception as e:  # the files are written; a crashing check is a failed check, reported
+                    ver = {"status": "failed", "warnings": [],
+                           "problems": [f"verification could not run: {type(e).__name__}: {e}"]}
                 result["verification"] = ver
                 ctx.save(verification=ver)
                 ctx.record("verify", fp, [], status=ver["status"])

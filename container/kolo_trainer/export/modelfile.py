@@ -55,8 +55,12 @@ def render(*, gguf_file: str, template: Optional[str], stop: list[str], num_ctx:
            modelfile_name: str = "Modelfile", template_note: Optional[str] = None) -> str:
     """The Modelfile text. ``template=None`` writes a loud comment instead of a TEMPLATE (none could be proven)."""
     lines = [HEADER.format(model=model_name, name=modelfile_name).rstrip("\n")]
+    # Unquoted (Ollama reads the rest of the line; spaces and quotes inside a file name are kept), but a character
+    # its parser would drop would point FROM at another file.
+    _check(gguf_file, "the GGUF file name")
     lines.append(f"FROM ./{gguf_file}")
     if adapter_file:
+        _check(adapter_file, "the adapter file name")
         lines.append(f"ADAPTER ./{adapter_file}")
     if template is not None:
         lines.append("TEMPLATE " + block(template, "the TEMPLATE"))

@@ -185,7 +185,8 @@ def verify_all(ctx: stages.Context, *, files: dict[str, Path], modelfiles: dict[
         convs = [list(c) for c in templates.BATTERY if any(m["role"] == "assistant" for m in c[1:])]
         source = "kolo's template test conversations (the training file could not be read)"
         warnings.append(f"prompts taken from {source}")
-    prompts = [prompt_of(c) for c in convs][:N_PROMPTS]
+    # Short prompts first: the check is about tokenisation and decoding, not about long contexts.
+    prompts = sorted((prompt_of(c) for c in convs), key=lambda p: sum(len(m["content"]) for m in p))[:N_PROMPTS]
     total = len(files) + len(prompts) + min(N_GREEDY, len(prompts)) + 1
     step = [0]
 
@@ -194,8 +195,10 @@ def verify_all(ctx: stages.Context, *, files: dict[str, Path], modelfiles: dict[
         progress.emit("progress", stage="verify", step=step[0], total=total)
 
     # (b1) token parity, with the F16 GGUF's tokenizer
-    f16 = _load_llama(files["F16"], adapter_gguf, n_ctx=2048)
     hf_ids = [hf_prompt_ids(tok, jinja, p) for p in prompts]
+    # The context must hold the longest prompt plus the generated tokens (llama.cpp refuses more).
+    n_ctx = max(512, max((len(i) for i in hf_ids), default=0) * 2 + NEW_TOKENS + 16)
+    f16 = _load_llama(files["F16"], adapter_gguf, n_ctx=n_ctx)
     gg_ids = [list(f16.tokenize(ollama_prompt_text(tok, jinja, p).encode("utf-8"), add_bos=True, special=True))
               for p in prompts]
     mism = []
@@ -240,7 +243,7 @@ def verify_all(ctx: stages.Context, *, files: dict[str, Path], modelfiles: dict[
     first = gg_ids[0] if gg_ids else [f16.token_bos()]
     for q, path in files.items():
         try:
-            llm = f16 if q == "F16" else _load_llama(path, adapter_gguf, n_ctx=1024)
+            llm = f16 if q == "F16" else _load_llama(path, adapter_gguf, n_ctx=n_ctx)
             out = gguf_greedy(llm, first, stops, n=8)
             text = llm.detokenize(out, special=True).decode("utf-8", "replace")
             load[q] = {"ok": bool(out), "tokens": len(out), "sample": text}
