@@ -216,8 +216,14 @@ def main() -> int:
     ap.add_argument("--rows", type=int, default=400)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--only", default="kolo,trl-defaults,trl-matched,trl-cpu-tuned")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="OMP/MKL threads for every run (default: torch's own choice). On a machine shared with other "
+                         "busy processes, 1 avoids OpenMP oversubscription, which otherwise swamps the comparison.")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
+    if a.threads:
+        # Inherited by every child through clean_env(): both sides get the same thread count.
+        os.environ.update(OMP_NUM_THREADS=str(a.threads), MKL_NUM_THREADS=str(a.threads))
     print(header("benchmark 2: CPU training throughput, kolo vs TRL SFTTrainer"), flush=True)
     root = Path(tempfile.mkdtemp(prefix="kolo-bench-train-"))
     for sub in ("data", "models", "outputs"):
@@ -225,6 +231,7 @@ def main() -> int:
     try:
         model = build_model(root)
         lengths = generate_data(model, root / "data" / "bench.jsonl", a.rows, a.seed)
+        print(f"threads: {a.threads or 'torch default'}", flush=True)
         print(f"data: {a.rows} rows, rendered tokens min {min(lengths)} / mean {statistics.fmean(lengths):.0f} / "
               f"max {max(lengths)}; {a.steps} optimizer steps per run", flush=True)
         results = []

@@ -1,0 +1,160 @@
+"""Benchmark 4: `kolo export` (convert + quantise Q4_K_M) vs llama.cpp's converter + quantize called directly on
+the same model, and vs `cp` of the same number of bytes (the disk floor).
+
+    .venv/bin/python bench/export_overhead.py              # ~100M-parameter model, 3 rounds, medians
+    .venv/bin/python bench/export_overhead.py --rounds 5 --layers 8
+
+Model: kolo's tiny Llama family scaled to ~100M parameters (hidden 768 -- a multiple of 256, so Q4_K_M is real --
+12 heads, MLP 1536, 16 layers, kolo's SentencePiece tokenizer). It is made a finished kolo run by a 1-step full
+fine-tune (``--method full``), so ``<run>/model`` *is* the merged model and export has nothing to merge: both sides
+start from the same HF folder.
+
+* kolo: ``kolo --runtime local export RUN --quantization Q4_K_M --no-verify --force`` (the real console script;
+  --force redoes every stage each round; --no-verify because verification is extra work the baseline does not do --
+  its cost is measured once on its own at the end).
+* direct: ``python convert_hf_to_gguf.py MODEL --outfile F16.gguf --outtype f16`` (the same converter kolo ships,
+  from llama-cpp-python's sdist, with its own gguf-py) then ``llama_cpp.llama_model_quantize(F16, Q4_K_M)`` with
+  the same thread count, each a fresh process, as a user would run them.
+* cp: ``cp`` of the two GGUFs kolo wrote (the same bytes the export writes), new files each round.
+
+Rounds alternate the three so that a load spike hits all. Ratio = kolo / direct (goal <= 1.15x).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+from _common import PY, REPO, clean_env, header, kolo_exe, mib, run_measured
+
+QUANT_SNIPPET = ("import os, sys, llama_cpp\n"
+                 "p = llama_cpp.llama_model_quantize_default_params()\n"
+                 "p.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M\n"
+                 "p.nthread = os.cpu_count() or 1\n"
+                 "sys.exit(llama_cpp.llama_model_quantize(sys.argv[1].encode(), sys.argv[2].encode(), p))\n")
+
+
+def build_model(root: Path, layers: int) -> Path:
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from kolo_trainer import tiny
+
+    out = root / "models" / "export-100m"
+    tiny.build_tokenizer(out)
+    tok = AutoTokenizer.from_pretrained(out)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=768, intermediate_size=1536, num_hidden_layers=layers,
+                      num_attention_heads=12, num_key_value_heads=12, max_position_embeddings=2048,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                      tie_word_embeddings=False)
+    model = LlamaForCausalLM(cfg)
+    model.save_pretrained(out, safe_serialization=True)
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--layers", type=int, default=16)
+    ap.add_argument("--no-verify-run", action="store_true", help="skip the one extra export with verification")
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args()
+    kolo = kolo_exe()
+    print(header("benchmark 4: kolo export vs llama.cpp converter + quantize, and cp"), flush=True)
+    from kolo_trainer.export import converter
+
+    conv = converter.ensure()
+    root = Path(tempfile.mkdtemp(prefix="kolo-bench-export-"))
+    for sub in ("data", "models", "outputs"):
+        (root / sub).mkdir()
+    env = clean_env(KOLO_DATA=str(root), KOLO_RUNTIME="local")
+    conv_env = dict(env, PYTHONPATH=str(conv / "gguf-py"), HF_HUB_OFFLINE="1")
+    try:
+        model = build_model(root, a.layers)
+        shutil.copy(REPO / "container" / "kolo_trainer" / "assets" / "example.jsonl", root / "data" / "ex.jsonl")
+        r = run_measured([kolo, "train", "--base-model", "models/export-100m", "--train-data", "data/ex.jsonl",
+                          "--method", "full", "--max-steps", "1", "--batch-size", "1", "--output-dir", "exp"],
+                         env=env, cwd=str(root))
+        if r.rc != 0:
+            sys.exit(f"training the run to export failed:\n{(r.stdout + r.stderr)[-3000:]}")
+        run = root / "outputs" / "exp"
+        merged = run / "model"
+        from safetensors import safe_open
+
+        n_params = 0
+        for shard in merged.glob("*.safetensors"):
+            with safe_open(str(shard), "pt") as f:
+                n_params += sum(_numel(f.get_slice(k).get_shape()) for k in f.keys())
+        print(f"model: {n_params / 1e6:.1f}M parameters ({a.layers} layers, hidden 768), "
+              f"{sum(p.stat().st_size for p in merged.glob('*.safetensors')) / 1e6:.0f} MB safetensors (fp32)",
+              flush=True)
+        direct_dir = root / "direct"
+        direct_dir.mkdir()
+        cp_dir = root / "cp"
+        cp_dir.mkdir()
+        ks, ds, cs = [], [], []
+        for i in range(a.rounds):
+            k = run_measured([kolo, "export", "exp", "--quantization", "Q4_K_M", "--no-verify", "--force"],
+                             env=env, cwd=str(root))
+            if k.rc != 0:
+                sys.exit(f"kolo export failed:\n{(k.stdout + k.stderr)[-3000:]}")
+            f16, q4 = run / "gguf" / "exp-F16.gguf", run / "gguf" / "exp-Q4_K_M.gguf"
+            for p in direct_dir.iterdir():
+                p.unlink()
+            c = run_measured([PY, str(conv / "convert_hf_to_gguf.py"), str(merged), "--outfile",
+                              str(direct_dir / "F16.gguf"), "--outtype", "f16"], env=conv_env)
+            q = run_measured([PY, "-c", QUANT_SNIPPET, str(direct_dir / "F16.gguf"), str(direct_dir / "Q4_K_M.gguf")],
+                             env=env)
+            if c.rc != 0 or q.rc != 0:
+                sys.exit(f"direct convert/quantize failed:\n{(c.stdout + c.stderr + q.stderr)[-3000:]}")
+            for p in cp_dir.iterdir():
+                p.unlink()
+            cp = run_measured(["cp", str(f16), str(q4), str(cp_dir)])
+            ks.append(k.wall_s)
+            ds.append(c.wall_s + q.wall_s)
+            cs.append(cp.wall_s)
+            sizes = (f16.stat().st_size, q4.stat().st_size,
+                     (direct_dir / "F16.gguf").stat().st_size, (direct_dir / "Q4_K_M.gguf").stat().st_size)
+            print(f"  round {i + 1}: kolo export {k.wall_s:.2f}s (peak RSS {mib(k.peak_rss_bytes)}), direct "
+                  f"{c.wall_s:.2f}+{q.wall_s:.2f}s, cp {cp.wall_s:.2f}s; bytes kolo {sizes[0] + sizes[1]:,} / "
+                  f"direct {sizes[2] + sizes[3]:,}; load {os.getloadavg()[0]:.2f}", flush=True)
+        verify_s = None
+        if not a.no_verify_run:
+            v = run_measured([kolo, "export", "exp", "--quantization", "Q4_K_M", "--force"], env=env, cwd=str(root))
+            verify_s = v.wall_s if v.rc == 0 else None
+            status = json.loads((run / "kolo.json").read_text()).get("export", {}).get("verification", {})
+            print(f"  with verification: {v.wall_s:.2f}s (rc {v.rc}, verification {status.get('status')})")
+        written = f16.stat().st_size + q4.stat().st_size
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    k_s, d_s, c_s = statistics.median(ks), statistics.median(ds), statistics.median(cs)
+    ratio = k_s / d_s
+    res = {"params_m": round(n_params / 1e6, 1), "bytes_written": written, "rounds": a.rounds,
+           "kolo_s": round(k_s, 2), "direct_s": round(d_s, 2), "cp_s": round(c_s, 3), "overhead_ratio": round(ratio, 3),
+           "kolo_over_cp": round(k_s / c_s, 1), "kolo_with_verify_s": round(verify_s, 2) if verify_s else None,
+           "goal_met": ratio <= 1.15}
+    print(f"kolo export (no verify): {k_s:.2f} s   direct converter+quantize: {d_s:.2f} s   cp of {written / 1e6:.0f} "
+          f"MB: {c_s:.2f} s")
+    print(f"overhead ratio kolo/direct: {ratio:.2f}x (goal <= 1.15x: {'met' if ratio <= 1.15 else 'NOT met'}); "
+          f"kolo/cp: {k_s / c_s:.1f}x")
+    if a.json:
+        print(json.dumps(res))
+    return 0
+
+
+def _numel(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
