@@ -11,6 +11,10 @@ With ``--adapter-only`` the LoRA becomes a GGUF adapter (gguf/RUN-lora-F16.gguf)
 ``ADAPTER ./RUN-lora-F16.gguf``: Ollama needs the base as a file, and converting the exact base the adapter was
 trained on is the only way to be sure it is the same model.
 
+The manifest's ``export.quantizations`` / ``modelfiles`` list what the latest export produced: ask for every
+quantisation you want each time (the ones already done are skipped, so that costs nothing). Files of an earlier
+export with other quantisations are left alone but no longer listed (they may come from older weights).
+
 Every final file is written under ``.tmp-<pid>-...`` in the same folder and renamed into place, so a crash or
 Ctrl-C never leaves a partial file under a final name; the next run removes the leftovers (it holds the run's
 lock, so no other process can be writing them) and completes the job.
