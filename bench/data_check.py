@@ -47,7 +47,8 @@ def generate(path: str, target_bytes: int, seed: int = 0) -> int:
             if rng.random() < 0.3:
                 msgs.append({"role": "system", "content": "You are a helpful assistant."})
             for turn in range(rng.randint(1, 3)):
-                msgs.append({"role": "user", "content": f"#{n}.{turn} " + " ".join(rng.choices(WORDS, k=rng.randint(5, 60)))})
+                user = f"#{n}.{turn} " + " ".join(rng.choices(WORDS, k=rng.randint(5, 60)))
+                msgs.append({"role": "user", "content": user})
                 msgs.append({"role": "assistant", "content": " ".join(rng.choices(WORDS, k=rng.randint(10, 250)))})
             line = json.dumps({"messages": msgs}, ensure_ascii=rng.random() < 0.5) + "\n"
             f.write(line)
