@@ -20,14 +20,16 @@ Every bad row becomes a :class:`Problem` ``file:line: reason``; nothing is dropp
 :func:`raise_if_invalid` turns problems into one :class:`~kolo_trainer.errors.DataError` (or, with
 ``skip_invalid``, a report of what was dropped). Exact duplicate conversations are warnings naming both lines.
 
-Speed (issue 7 compares ``kolo data check`` with a plain ``json.loads`` loop): JSONL is read in 8 MiB blocks,
-decoded once per block and parsed with the C scanner at each line start (no per-line decode/regex); well-formed
-conversations are validated with C-level ``map``/``itemgetter`` and a cache of valid role sequences, and only
-suspicious rows take the slow path that words every reason; the cyclic GC is paused while loading; and a big
-JSONL file checked without keeping rows (``keep_rows=False``) is split into byte ranges checked by several
-processes (``KOLO_DATA_WORKERS`` overrides the count; results are identical, tested). A row longer than
-:data:`MAX_ROW_BYTES` is reported and skipped without being held in memory.
-Stdlib only: the host CLI imports this module for ``kolo data check``.
+Speed (issue 7 compares ``kolo data check`` with a plain ``json.loads`` loop): JSONL is read in 8 MiB blocks split
+into lines at C speed and parsed by orjson when it is installed (else by the stdlib's C scanner); chunks of
+well-formed conversations are validated, hashed for duplicates and summarised with whole-chunk C-level ``map``s
+and a cache of valid role sequences (see :func:`_consume`), and only suspicious rows take the slow path that
+words every reason, on the stdlib's own object; the cyclic GC is paused while loading; and a big JSONL file
+checked without keeping rows (``keep_rows=False``) on a machine with idle cores is split into byte ranges checked
+by several processes (``KOLO_DATA_WORKERS`` overrides the count). Results are identical on every path (tested
+against a slow reference). A row longer than :data:`MAX_ROW_BYTES` is reported and skipped without being held
+in memory.
+Stdlib only (orjson optional): the host CLI imports this module for ``kolo data check``.
 """
 
 from __future__ import annotations
@@ -1078,7 +1080,7 @@ PARALLEL_MIN_BYTES = 64 * 1024 * 1024
 
 
 def _workers(path: Path) -> int:
-    """How many processes check ``path``: 1 unless it is big, the machine has cores and fork is available."""
+    """How many processes check ``path``: 1 unless it is big, the machine has idle cores and fork is available."""
     try:
         wanted = int(os.environ.get("KOLO_DATA_WORKERS", "0"))
     except ValueError:
@@ -1091,7 +1093,16 @@ def _workers(path: Path) -> int:
                 return 1  # (before importing multiprocessing: start-up counts for small files)
         except OSError:
             return 1
-        wanted = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1), 8)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        # Only idle cores help: on a 2-core machine already running ~5 other processes, 2 processes took 25-60%
+        # longer than 1 (measured), as the extra process only adds its start-up, merging and cache contention.
+        try:
+            busy = os.getloadavg()[0]
+        except (AttributeError, OSError):
+            busy = 0.0
+        wanted = max(1, min(cores, 8, int(cores - busy + 1)))
+        if wanted == 1:
+            return 1
     import multiprocessing
 
     if "fork" not in multiprocessing.get_all_start_methods():
@@ -1128,6 +1139,19 @@ def _check_range(path: str, start: int, end: int, fmt: str, name: str) -> tuple:
     return res.problems, res.warnings, res.rows_total, res.rows_valid, seen, acc.state(), reader.newlines
 
 
+def _first_rows(f: Any) -> Iterator[tuple[int, Any]]:
+    """The first rows of a JSONL file as the reference parser reads them, one line at a time (detecting the
+    format needs only a few, not a whole block)."""
+    decoder = json.JSONDecoder()
+    for piece in _jsonl_pieces(f):
+        if type(piece) is not _Lines:
+            yield from piece
+            continue
+        for i, raw in enumerate(piece.lines):
+            for batch in _Lines(piece.first + i, [raw]).reference(decoder):
+                yield from batch
+
+
 def _split_points(f: Any, size: int, n: int) -> list[int]:
     points = [0]
     for i in range(1, n):
@@ -1154,7 +1178,7 @@ def _load_parallel(p: Path, f: Any, fmt: str, name: str, n: int) -> Optional[Loa
 
     if fmt == "auto":  # decide the format once, from the first rows, exactly as the sequential path would
         f.seek(0)
-        for i, (_, obj) in enumerate(_read_jsonl(f)):
+        for i, (_, obj) in enumerate(_first_rows(f)):
             fmt = detect(obj) or "auto"
             if fmt != "auto" or i >= 1000:
                 break
@@ -1164,8 +1188,15 @@ def _load_parallel(p: Path, f: Any, fmt: str, name: str, n: int) -> Optional[Loa
     f.seek(0)
     points = _split_points(f, size, n)
     jobs = [(str(p), a, b, fmt, name) for a, b in zip(points, points[1:])]
-    with multiprocessing.get_context("fork").Pool(len(jobs)) as pool:
-        parts = pool.starmap(_check_range, jobs)
+    with multiprocessing.get_context("fork").Pool(len(jobs) - 1) as pool:
+        later = pool.starmap_async(_check_range, jobs[1:])
+        gc_was_enabled = gc.isenabled()
+        try:
+            parts = [_check_range(*jobs[0])]  # this process checks the first range meanwhile
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+        parts += later.get()
     res = LoadResult(rows=[], problems=[], warnings=[], format=fmt, file=name)
     acc = StatsAccumulator()
     first_seen: dict[int, int] = {}
@@ -1180,12 +1211,14 @@ def _load_parallel(p: Path, f: Any, fmt: str, name: str, n: int) -> Optional[Loa
                 w.ref += offset
         # A conversation first seen in this range may repeat one from an earlier range.
         remap: dict[int, int] = {}  # its first line in this range -> its first line in the file
-        for h, ln in seen.items():
-            ln += offset
-            first = first_seen.setdefault(h, ln)
-            if first != ln:
-                remap[ln] = first
-                warnings.append(Problem(name, ln, _dup_reason(first), "duplicate", first))
+        if offset:
+            seen = dict(zip(seen, map(add, seen.values(), repeat(offset))))
+        for h in seen.keys() & first_seen.keys():  # (set operations: no Python loop over every row)
+            ln = seen.pop(h)
+            first = first_seen[h]
+            remap[ln] = first
+            warnings.append(Problem(name, ln, _dup_reason(first), "duplicate", first))
+        first_seen.update(seen)
         if remap:
             for w in warnings:
                 if w.kind == "duplicate" and w.ref in remap:
