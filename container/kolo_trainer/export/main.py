@@ -275,6 +275,7 @@ def _pipeline(ctx: stages.Context, method: str) -> dict:
                 st.update(skip=True, detail=f"up to date ({prev.get('status')})")
                 result["verification"] = prev
             else:
+                t_ver = time.monotonic()
                 try:
                     ver = verify.verify_all(ctx, files=files, modelfiles=modelfiles, reference_dir=model_dir,
                                             adapter_dir=adapter_dir if opts.adapter_only else None,
@@ -286,7 +287,7 @@ def _pipeline(ctx: stages.Context, method: str) -> dict:
                            "problems": [f"verification could not run: {type(e).__name__}: {e}"]}
                 result["verification"] = ver
                 ctx.save(verification=ver)
-                ctx.record("verify", fp, [], status=ver["status"])
+                ctx.record("verify", fp, [], status=ver["status"], seconds=round(time.monotonic() - t_ver, 3))
                 st["detail"] = ver["status"]
     else:
         stages.skipped("verify", "--no-verify")
