@@ -10,7 +10,6 @@ explicitly. That is a limit of the *tiny* qwen2 model only: real Qwen2 checkpoin
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
