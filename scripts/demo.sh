@@ -29,8 +29,15 @@ export KOLO_RUNTIME=local
 RUN=${KOLO_DEMO_RUN:-demo}
 PROMPT=${KOLO_DEMO_PROMPT:-What is kolo?}
 
-say() { printf '\n\033[1;34m[kolo demo]\033[0m %s\n' "$*"; }
 t0=$(date +%s)
+t_step=$t0
+# Each step line says how long the previous step took, so a slow run shows where the time went.
+say() {
+  local now; now=$(date +%s)
+  [ "$now" != "$t0" ] && printf '\033[2m(%ss)\033[0m\n' "$((now - t_step))"
+  t_step=$now
+  printf '\n\033[1;34m[kolo demo]\033[0m %s\n' "$*"
+}
 
 say "1/6 install (CPU)"
 bash "$ROOT/scripts/install.sh"
