@@ -35,7 +35,8 @@ def test_demo_runs_end_to_end_and_again(tmp_path):
         # The chat answer (Q4_K_M GGUF, greedy, through the Modelfile) is what the dataset says: demo.yaml trains
         # the tiny model to answer its questions word for word.
         out = re.sub(r"\x1b\[[0-9;]*m", "", r.stdout)
-        answer = out.split('6/6 kolo chat --prompt "What is kolo?"', 1)[1].split("[kolo demo]")[0].strip()
+        chat = out.split('6/6 kolo chat --prompt "What is kolo?"', 1)[1].split("[kolo demo]")[0]
+        answer = re.sub(r"\(\d+s\)\s*$", "", chat.strip()).strip()  # demo.sh's "(Ns)" step duration
         rows = [json.loads(line)["messages"] for line in open(REPO / "container" / "kolo_trainer" / "assets"
                                                               / "example.jsonl")]
         want = next(m[-1]["content"] for m in rows if m[-2]["content"] == "What is kolo?")
