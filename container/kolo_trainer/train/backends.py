@@ -87,6 +87,10 @@ def choose_backend(requested: str, method: str, device: Device) -> str:
     if requested == "unsloth":
         raise KoloError(f"--backend unsloth: unsloth does not import ({why})",
                         hint="install the GPU extras: pip install 'kolo-trainer[gpu]', or use --backend hf")
+    from .. import progress
+
+    progress.emit("warning", message=f"CUDA is available but unsloth does not import ({why}); training with the "
+                                     "hf backend (transformers + peft) instead")
     return "hf"
 
 
