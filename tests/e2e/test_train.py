@@ -164,3 +164,21 @@ def test_second_run_refused_while_first_runs_and_sigterm_checkpoints(kolo, root:
     assert (run / "checkpoints" / f"checkpoint-{step}" / "trainer_state.json").is_file()
     assert "--resume" in err
     assert not (run / ".lock").exists()
+
+
+def test_packing_trains_padding_free(root: Path) -> None:
+    """--packing: one [1, total] row per batch with restarting position_ids (isolation itself is asserted in
+    tests/unit/test_train_collate.py); here the real Trainer runs it and counts every token as real."""
+    p = th.trainer_popen(root, "--train-data", "data/qa.jsonl", "--base-model", "models/tiny", "--output-dir",
+                         "packed", "--method", "full", "--packing", "--max-steps", "6", "--batch-size", "4",
+                         "--learning-rate", "0.002", "--logging-steps", "1")
+    out, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err[-3000:]
+    m = json.loads((root / "outputs" / "packed" / "kolo.json").read_text())
+    assert m["options"]["packing"] is True and m["train"]["global_step"] == 6
+    log = [json.loads(line) for line in (root / "outputs" / "packed" / "train_log.jsonl").read_text().splitlines()]
+    losses = [x["loss"] for x in log if "loss" in x]
+    assert len(losses) == 6 and losses[-1] < losses[0]
+    # 6 steps x 4 rows = 3 epochs of the 8 rows: every token of every row counted 3 times, no padding
+    lengths_mean = m["data"]["tokens"]["mean"]
+    assert m["train"]["tokens_seen"] == pytest.approx(3 * 8 * lengths_mean, abs=3 * 8 * 0.05 + 1)
