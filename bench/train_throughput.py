@@ -216,6 +216,8 @@ def main() -> int:
     ap.add_argument("--rows", type=int, default=400)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--only", default="kolo,trl-defaults,trl-matched,trl-cpu-tuned")
+    ap.add_argument("--repeat", type=int, default=1, help="rounds (interleaved: every variant once per round); "
+                    "the figures are medians over rounds")
     ap.add_argument("--threads", type=int, default=None,
                     help="OMP/MKL threads for every run (default: torch's own choice). On a machine shared with other "
                          "busy processes, 1 avoids OpenMP oversubscription, which otherwise swamps the comparison.")
@@ -234,14 +236,26 @@ def main() -> int:
         print(f"threads: {a.threads or 'torch default'}", flush=True)
         print(f"data: {a.rows} rows, rendered tokens min {min(lengths)} / mean {statistics.fmean(lengths):.0f} / "
               f"max {max(lengths)}; {a.steps} optimizer steps per run", flush=True)
+        runs: dict[str, list[dict]] = {}
+        for rnd in range(a.repeat):
+            for variant in a.only.split(","):
+                t = time.perf_counter()
+                r = run_kolo(root, a.steps) if variant == "kolo" else run_trl(root, a.steps, variant)
+                runs.setdefault(variant, []).append(r)
+                print(f"  [{rnd + 1}] {variant:<14} {r['tokens_per_s']:>6.0f} tok/s ({r['tokens_per_cpu_s']:.0f} per "
+                      f"CPU-s)  {r['tokens']:>6} tokens in {r['train_s']:.1f}s  peak RSS {mib(r['peak_rss'])}  final "
+                      f"loss {r['final_loss']}  (batch {r['batch_size']}, process {time.perf_counter() - t:.0f}s, "
+                      f"load {os.getloadavg()[0]:.2f})", flush=True)
         results = []
-        for variant in a.only.split(","):
-            t = time.perf_counter()
-            r = run_kolo(root, a.steps) if variant == "kolo" else run_trl(root, a.steps, variant)
-            results.append(r)
-            print(f"  {variant:<14} {r['tokens_per_s']:>8.0f} tok/s ({r['tokens_per_cpu_s']:.0f} per CPU-s)  {r['tokens']:>7} tokens in {r['train_s']:.1f}s  "
-                  f"peak RSS {mib(r['peak_rss'])}  final loss {r['final_loss']}  (batch {r['batch_size']}, "
-                  f"process {time.perf_counter() - t:.0f}s, load {os.getloadavg()[0]:.2f})", flush=True)
+        for variant, rs in runs.items():
+            med = dict(rs[0])  # steps/tokens/loss are the same every round (fixed seeds); speed and RSS vary
+            for key in ("tokens_per_s", "tokens_per_cpu_s", "train_s", "peak_rss"):
+                med[key] = statistics.median(r[key] for r in rs)
+            med["rounds"] = len(rs)
+            results.append(med)
+            if len(rs) > 1:
+                print(f"  median {variant:<14} {med['tokens_per_s']:>6.0f} tok/s ({med['tokens_per_cpu_s']:.0f} per "
+                      f"CPU-s)  peak RSS {mib(med['peak_rss'])}  final loss {med['final_loss']}", flush=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     by = {r["run"]: r for r in results}
