@@ -248,14 +248,17 @@ def main() -> int:
                       f"load {os.getloadavg()[0]:.2f})", flush=True)
         results = []
         for variant, rs in runs.items():
-            med = dict(rs[0])  # steps/tokens/loss are the same every round (fixed seeds); speed and RSS vary
-            for key in ("tokens_per_s", "tokens_per_cpu_s", "train_s", "peak_rss"):
+            med = dict(rs[0])  # steps/tokens are the same every round (fixed seeds, same data)
+            for key in ("tokens_per_s", "tokens_per_cpu_s", "train_s", "peak_rss", "final_loss"):
                 med[key] = statistics.median(r[key] for r in rs)
+            # A fixed seed should give the same loss every round; a spread here is run-to-run nondeterminism.
+            med["final_loss_range"] = [min(r["final_loss"] for r in rs), max(r["final_loss"] for r in rs)]
             med["rounds"] = len(rs)
             results.append(med)
             if len(rs) > 1:
                 print(f"  median {variant:<14} {med['tokens_per_s']:>6.0f} tok/s ({med['tokens_per_cpu_s']:.0f} per "
-                      f"CPU-s)  peak RSS {mib(med['peak_rss'])}  final loss {med['final_loss']}", flush=True)
+                      f"CPU-s)  peak RSS {mib(med['peak_rss'])}  final loss {med['final_loss']} "
+                      f"(rounds {med['final_loss_range'][0]}..{med['final_loss_range'][1]})", flush=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     by = {r["run"]: r for r in results}
