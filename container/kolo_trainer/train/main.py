@@ -363,6 +363,11 @@ def stage_model(ctx: Ctx) -> None:
     src = str(ctx.base_local) if ctx.base_local else ctx.opts.base_model
     local_only = ctx.base_local is not None or _offline()
     loader = backends.load_unsloth if ctx.backend == "unsloth" else backends.load_hf
+    # Seed before the model is built: LoRA's A matrices (and any newly initialised weights) are drawn here, so
+    # seeding only at the Trainer would make two runs with the same --seed start from different adapters.
+    from transformers import set_seed
+
+    set_seed(ctx.opts.seed)
     ctx.loaded = loader(src, ctx.opts, ctx.device, local_only)
     ld = ctx.loaded
     progress.emit("metric", stage="model", name="trainable_params", value=ld.trainable_params)
