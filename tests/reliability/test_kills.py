@@ -71,7 +71,7 @@ def test_trainer_sigkilled_mid_training_then_resume_finishes(kolo, root: Path) -
     """The trainer process is SIGKILLed (as the OOM killer does) while `kolo train` waits on it: kolo says so
     in one line and exits non-zero; `kolo train --resume` then finishes the planned steps."""
     run = root / "outputs" / "killed"
-    args = [*TRAIN, "--output-dir", "killed", "--max-steps", "60", "--save-steps", "5"]
+    args = [*TRAIN, "--output-dir", "killed", "--max-steps", "30", "--save-steps", "5"]
     p = kolo.popen(*args, env=LOCAL, start_new_session=True)
     try:
         wait_for(lambda: (run / "checkpoints" / "checkpoint-5" / "trainer_state.json").exists(), 240, p,
@@ -87,7 +87,7 @@ def test_trainer_sigkilled_mid_training_then_resume_finishes(kolo, root: Path) -
     killed_rc = p.returncode
     last = [ln for ln in err.splitlines() if ln.strip()][-1:]
     # What a crash leaves: no adapter under its final name, a manifest that is valid JSON and not "finished".
-    assert not (run / "adapter").exists(), "a final adapter after a kill at step ~5 of 60"
+    assert not (run / "adapter").exists(), "a final adapter after a kill at step ~5 of 30"
     man = json.loads((run / "kolo.json").read_text())
     assert man["status"] == "running"
     # Without --resume kolo refuses to start over on top of the checkpoints, and says what to do.
@@ -96,11 +96,11 @@ def test_trainer_sigkilled_mid_training_then_resume_finishes(kolo, root: Path) -
     r = kolo(*args, "--resume", env=LOCAL, timeout=600)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     man = json.loads((run / "kolo.json").read_text())
-    assert man["status"] == "finished" and man["train"]["global_step"] == 60
+    assert man["status"] == "finished" and man["train"]["global_step"] == 30
     assert man["resumed_from"].startswith("checkpoints/checkpoint-")
     check_adapter(run)
     steps = [json.loads(line)["step"] for line in (run / "train_log.jsonl").read_text().splitlines()]
-    assert steps == sorted(set(steps)) and steps[-1] == 60, "the log repeats or misses steps after the resume"
+    assert steps == sorted(set(steps)) and steps[-1] == 30, "the log repeats or misses steps after the resume"
     assert not list(run.rglob(".tmp-*")), "temporary files left behind"
     assert not (run / ".lock").exists()
     # Checked last so that the resume above is exercised even while this fails.

@@ -1,7 +1,7 @@
 """The same `kolo train` twice (same data, options and --seed) must give the same adapter: a user re-running a
 run to check it, or resuming on another machine, relies on --seed meaning what it says. Found by the CPU
 throughput benchmark (bench/RESULTS.md §2), where kolo's final loss differed between identical rounds while TRL's
-did not.
+did not: the LoRA weights were drawn before the trainer seeded the RNG (fixed in 6fff70e; this keeps it fixed).
 """
 
 from __future__ import annotations
