@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import sys
 from pathlib import Path
 
 import pytest
+from rel_helpers import GOOD_ROWS
 
 HERE = Path(__file__).resolve().parent
 TESTS = HERE.parent
@@ -48,9 +48,6 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     # Stable partition: everything else keeps its order, the daemon restart goes last.
     items[:] = ([i for i in items if i.get_closest_marker("dockerd_restart") is None]
                 + [i for i in items if i.get_closest_marker("dockerd_restart") is not None])
-
-
-from rel_helpers import GOOD_ROWS, tree_digest  # noqa: E402,F401  (re-exported for the tests)
 
 
 @pytest.fixture()

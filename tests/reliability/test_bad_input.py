@@ -10,7 +10,6 @@ case that got as far as loading it would fail for the wrong reason and its patte
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 from typing import Callable
