@@ -94,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(e, click_exc.ClickException):
             e.show()  # "Usage: ... Error: No such option: --x" on stderr
             return e.exit_code
-        if isinstance(e, click_exc.Abort):
+        # typer's vendored click has no Abort class (typer raises KeyboardInterrupt instead); older ones do.
+        if isinstance(e, getattr(click_exc, "Abort", ())):
             print("aborted", file=sys.stderr)
             return 130
         if debug:

@@ -59,3 +59,22 @@ class Interrupted(KoloError):
     """Ctrl-C: the work was stopped (inside the container too). 130 is the shell's code for SIGINT."""
 
     exit_code = 130
+
+
+class TrainerDied(KoloError):
+    """The trainer process ended on a signal it did not handle (SIGKILL from the OOM killer, a `kill -9`).
+
+    The exit code follows the shell's convention, 128 + signal number, so scripts see 137 for SIGKILL."""
+
+    def __init__(self, message: str, hint: str, exit_code: int):
+        super().__init__(message, hint)
+        self.exit_code = exit_code
+
+
+class ContainerGone(DockerError):
+    """The container stopped (or was removed) while a trainer was running in it."""
+
+    def __init__(self, name: str, state: str):
+        super().__init__(f"container {name!r} {state} while the trainer was running in it",
+                         "run `kolo start`, then the same command with --resume to continue from the last "
+                         "checkpoint")

@@ -32,7 +32,9 @@ from typing import Any, Sequence
 
 from kolo_trainer.progress import parse_line
 
-from .errors import DockerCliMissing, Interrupted
+from kolo_trainer.errors import KoloError
+
+from .errors import ContainerGone, DockerCliMissing, Interrupted, TrainerDied
 from .state import CONTAINER_DATA_ROOT
 
 #: Environment passed by NAME into the container (``docker exec -e NAME``): the docker client copies the value
@@ -136,7 +138,16 @@ class Transport:
             kwargs["start_new_session"] = True
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 **kwargs)
-        return self._wait(proc, renderer, grace_s)
+        rc = self._wait(proc, renderer, grace_s)
+        self.explain_exit(rc)
+        return rc
+
+    def explain_exit(self, rc: int) -> None:
+        """Raise a one-line error when the trainer did not end on its own (killed by a signal), so the user
+        learns what happened and how to continue instead of seeing the output just stop."""
+        if rc < 0:
+            raise _killed(-rc, "")
+
 
     def _wait(self, proc: subprocess.Popen, renderer: Any, grace_s: float) -> int:
         lines: queue.Queue = queue.Queue()
@@ -173,6 +184,17 @@ class Transport:
             if renderer is not None:
                 renderer.close()
         return proc.returncode
+
+
+def _killed(signum: int, where: str) -> KoloError:
+    try:
+        name = signal.Signals(signum).name
+    except ValueError:
+        name = f"signal {signum}"
+    why = " (out of memory? check `dmesg` / Docker's memory limit)" if signum == signal.SIGKILL else ""
+    return TrainerDied(f"the trainer was killed by {name}{where}{why}",
+                       "run the same command with --resume to continue from the last checkpoint",
+                       128 + signum)
 
 
 def _pump(stream: Any, name: str, lines: queue.Queue) -> None:
@@ -314,6 +336,31 @@ class DockerTransport(Transport):
 
     def popen_kwargs(self) -> dict[str, Any]:
         return {"executable": self._docker()}
+
+    def explain_exit(self, rc: int) -> None:
+        # docker exec reports a process killed by a signal as 128 + signal. 137 (SIGKILL) and 143 (SIGTERM) are
+        # also what a `docker stop` of the whole container looks like, so ask the engine which one it was.
+        if rc not in (137, 143):
+            return
+        from . import docker_ctl
+
+        state = None
+        try:
+            cl = docker_ctl.client(timeout=10)
+            # `docker exec` can return a moment before the engine marks a stopping container as exited.
+            for _ in range(6):
+                c = docker_ctl.find(cl, self.container)
+                state = "was removed" if c is None else (None if c.status == "running" else f"stopped ({c.status})")
+                if state is not None:
+                    break
+                time.sleep(0.5)
+        except KoloError:
+            state = None  # the engine itself is unreachable: the exit code is all we know
+        if state is not None:
+            raise ContainerGone(self.container, state)
+        if rc == 137:
+            raise _killed(9, f" inside container {self.container!r}")
+        # 143 with the container running: the trainer handled SIGTERM itself and already said so.
 
     def stop(self, proc: subprocess.Popen, grace_s: float) -> str:
         stop = [self._docker(), "exec", self.container, "python", "-c", STOP_SCRIPT, self.run_id, str(grace_s)]

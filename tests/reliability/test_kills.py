@@ -85,7 +85,8 @@ def test_trainer_sigkilled_mid_training_then_resume_finishes(kolo, root: Path) -
     assert p.returncode not in (0, None)
     assert "Traceback" not in out + err
     killed_rc = p.returncode
-    last = [ln for ln in err.splitlines() if ln.strip()][-1:]
+    # kolo's convention is one `error:` line, then an optional `hint:` line naming the fix.
+    last = [ln for ln in err.splitlines() if ln.startswith("error:")][-1:]
     # What a crash leaves: no adapter under its final name, a manifest that is valid JSON and not "finished".
     assert not (run / "adapter").exists(), "a final adapter after a kill at step ~5 of 30"
     man = json.loads((run / "kolo.json").read_text())
@@ -104,6 +105,7 @@ def test_trainer_sigkilled_mid_training_then_resume_finishes(kolo, root: Path) -
     assert not list(run.rglob(".tmp-*")), "temporary files left behind"
     assert not (run / ".lock").exists()
     # Checked last so that the resume above is exercised even while this fails.
+    assert "--resume" in err, "the message after a kill does not say how to continue"
     assert last and re.search(r"(?i)kill|signal", last[0]), \
         f"kolo's last line does not say the trainer was killed (exit code {killed_rc}):\n{err[-1500:]}"
 
