@@ -31,8 +31,8 @@ def _run_problems(run: str) -> list[str]:
 
     try:
         names.check_plain(run)
-    except ValueError as e:
-        return [f"OUTPUT_DIR: {e} (got {run!r})"]
+    except ValueError:
+        return []  # the option spec's own check of output_dir already reports the bad name, once
     root = STATE.root()
     if not (root / "outputs" / run / "kolo.json").is_file():
         return [f"OUTPUT_DIR: no training run {run!r} under {root / 'outputs'} (see `kolo list`, or train one with "
