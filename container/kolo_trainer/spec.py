@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,6 +147,16 @@ def build_parser(model: type[BaseModel], prog: str, description: str = "") -> ar
             # Types are checked by pydantic afterwards so that all problems are reported together.
             p.add_argument(info.flag, dest=info.name, help=info.help, metavar=info.name.upper())
     return p
+
+
+def pop_data_root(argv: list[str]) -> tuple[str, list[str]]:
+    """Split the trainer-level ``--data-root`` flag (not an option-model field, see docs/design.md) from argv.
+
+    Returns (data root, the rest). The default is ``$KOLO_DATA``, then ``./kolo_data``."""
+    p = _Parser(add_help=False, allow_abbrev=False)
+    p.add_argument("--data-root", default=None)
+    ns, rest = p.parse_known_args(argv)
+    return ns.data_root or os.environ.get("KOLO_DATA") or "./kolo_data", rest
 
 
 def parse_argv(model: type[BaseModel], argv: list[str], prog: str = "kolo_trainer") -> tuple[BaseModel, dict]:

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from kolo_trainer.train.main import _pop_data_root, valid_checkpoints
+from kolo_trainer.spec import pop_data_root as _pop_data_root
+from kolo_trainer.train.main import valid_checkpoints
 
 
 def _train(root: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -22,7 +22,6 @@ lock, so no other process can be writing them) and completes the job.
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -31,26 +30,6 @@ from ..errors import ExportError, OptionsError, VerificationError
 from ..options import ExportOptions
 from . import stages
 
-
-def _split_data_root(argv: list[str]) -> tuple[str, list[str]]:
-    """``--data-root`` is a trainer-level flag, not an ExportOptions field (design.md)."""
-    root = os.environ.get("KOLO_DATA", "./kolo_data")
-    rest: list[str] = []
-    i = 0
-    while i < len(argv):
-        a = argv[i]
-        if a == "--data-root":
-            if i + 1 >= len(argv):
-                raise OptionsError(["--data-root: expected a folder"])
-            root = argv[i + 1]
-            i += 2
-            continue
-        if a.startswith("--data-root="):
-            root = a.split("=", 1)[1]
-        else:
-            rest.append(a)
-        i += 1
-    return root, rest
 
 
 def load_run(root: Path, name: str) -> tuple[Path, dict]:
@@ -74,7 +53,7 @@ def method_of(data: dict) -> str:
 
 
 def run(argv: list[str]) -> int:
-    root_s, rest = _split_data_root(list(argv))
+    root_s, rest = spec.pop_data_root(list(argv))
     opts, _explicit = spec.parse_argv(ExportOptions, rest, prog="python -m kolo_trainer export")
     assert isinstance(opts, ExportOptions)
     root = Path(root_s).resolve()

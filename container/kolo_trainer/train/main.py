@@ -80,25 +80,6 @@ class _Timed:
             _stage(self.name, "done", seconds=dt)
 
 
-def _pop_data_root(argv: list[str]) -> tuple[str, list[str]]:
-    out: list[str] = []
-    root = None
-    i = 0
-    while i < len(argv):
-        a = argv[i]
-        if a == "--data-root":
-            if i + 1 >= len(argv):
-                raise OptionsError(["--data-root: expected a folder"])
-            root = argv[i + 1]
-            i += 2
-            continue
-        if a.startswith("--data-root="):
-            root = a.split("=", 1)[1]
-        else:
-            out.append(a)
-        i += 1
-    return root or os.environ.get("KOLO_DATA") or "./kolo_data", out
-
 
 def _peak_rss() -> int:
     # ru_maxrss is in KiB on Linux (the trainer runs on Linux: the container, or a Linux host)
@@ -577,7 +558,7 @@ def stage_export(ctx: Ctx) -> int:
 
 def run(argv: list[str]) -> int:
     """Parse argv, run every stage. Returns the exit code (0, or 128+signal when interrupted)."""
-    root_s, rest = _pop_data_root(list(argv))
+    root_s, rest = spec.pop_data_root(list(argv))
     if any(a in ("-h", "--help") for a in rest):
         spec.build_parser(TrainOptions, PROG, __doc__.splitlines()[0]).print_help()
         return 0
