@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
@@ -108,154 +108,9 @@ def same_model(a: str, b: str) -> bool:
 
 
 # --------------------------------------------------------------------------------------------------- Modelfile
-@dataclass
-class Modelfile:
-    """The instructions of an Ollama Modelfile, as Ollama itself would read them."""
-
-    from_: Optional[str] = None
-    adapters: list[str] = field(default_factory=list)
-    template: Optional[str] = None
-    system: Optional[str] = None
-    license: list[str] = field(default_factory=list)
-    messages: list[dict[str, str]] = field(default_factory=list)
-    parameters: dict[str, list[str]] = field(default_factory=dict)  # raw strings, in file order
-
-    def typed_parameters(self) -> dict[str, Any]:
-        return typed_parameters(self.parameters)
-
-
-_COMMANDS = {"from", "license", "template", "system", "adapter", "draft", "renderer", "parser", "parameter",
-             "message", "requires"}
-
-
-def _unquote(s: str) -> tuple[str, bool]:
-    # Ollama's unquote: strips one level of """...""" or "..."; no escape processing at all.
-    if s.startswith('"""'):
-        if len(s) >= 6 and s.endswith('"""'):
-            return s[3:-3], True
-        return "", False
-    if s.startswith('"'):
-        if len(s) >= 2 and s.endswith('"'):
-            return s[1:-1], True
-        return "", False
-    return s, True
-
-
-def parse_modelfile(text: str, source: str = "Modelfile") -> Modelfile:
-    """Parse a Modelfile with the same rules as Ollama's parser (parser/parser.go).
-
-    A port rather than a regex because the edge cases matter: values end at the first space or newline that
-    leaves a complete (un)quoted value, so ``"a b"`` and ``\"\"\"multi\\nline\"\"\"`` stay whole; quotes carry no
-    escapes; ``#`` starts a comment only at the start of an instruction.
-    """
-    text = text.lstrip("\ufeff")
-    NIL, NAME, VALUE, PARAM, MESSAGE, COMMENT = range(6)
-    state, buf, line = NIL, [], 1
-    cmd_name = ""
-    role = ""
-    commands: list[tuple[str, str]] = []
-
-    def fail(msg: str) -> KoloError:
-        return KoloError(f"{source}:{line}: {msg}")
-
-    for ch in text:
-        if ch in "\r\n":
-            line += 1
-        # next state for this rune (parseRuneForState)
-        keep: Optional[str] = ch
-        if state == NIL:
-            if ch == "#":
-                nxt, keep = COMMENT, None
-            elif ch in " \t\r\n":
-                nxt, keep = NIL, None
-            else:
-                nxt = NAME
-        elif state == NAME:
-            if ch.isascii() and ch.isalpha():
-                nxt = NAME
-            elif ch in " \t":
-                nxt, keep = VALUE, None
-            else:
-                raise fail(f"unknown instruction {''.join(buf) + ch!r}")
-        elif state == VALUE:
-            nxt = NIL if ch in " \t\r\n" else VALUE
-        elif state == PARAM:
-            if (ch.isascii() and ch.isalnum()) or ch == "_":
-                nxt = PARAM
-            elif ch in " \t":
-                nxt, keep = VALUE, None
-            else:
-                raise fail("PARAMETER needs a name and a value")
-        elif state == MESSAGE:
-            if ch.isascii() and ch.isalpha():
-                nxt = MESSAGE
-            elif ch in " \t":
-                nxt, keep = VALUE, None
-            else:
-                raise fail("MESSAGE needs a role and a value")
-        else:  # COMMENT
-            nxt, keep = (NIL, None) if ch in "\r\n" else (COMMENT, None)
-
-        if nxt != state:
-            if state == NAME:
-                word = "".join(buf).lower()
-                if word not in _COMMANDS:
-                    raise fail(f"unknown instruction {''.join(buf)!r}")
-                if word == "parameter":
-                    nxt = PARAM
-                elif word == "message":
-                    nxt = MESSAGE
-                    cmd_name = word
-                else:
-                    cmd_name = word
-            elif state == PARAM:
-                cmd_name = "".join(buf)
-            elif state == MESSAGE:
-                role = "".join(buf)
-                if role not in ("system", "user", "assistant"):
-                    raise fail('MESSAGE role must be "system", "user" or "assistant"')
-            elif state == VALUE:
-                value, ok = _unquote("".join(buf).strip())
-                if not ok or ch in " \t":
-                    buf.append(ch)  # still inside a quoted value, or a space inside a bare value
-                    continue
-                commands.append((cmd_name, f"{role}: {value}" if role else value))
-                role = ""
-            buf = []
-            state = nxt
-        if keep is not None and keep.isprintable():  # Go strconv.IsPrint: control runes are dropped
-            buf.append(keep)
-
-    if state == VALUE:
-        value, ok = _unquote("".join(buf).strip())
-        if not ok:
-            raise fail("unterminated quoted value")
-        commands.append((cmd_name, f"{role}: {value}" if role else value))
-    elif state not in (NIL, COMMENT):
-        raise fail("unexpected end of file")
-
-    mf = Modelfile()
-    for name, args in commands:
-        if name == "from":
-            mf.from_ = args
-        elif name == "adapter":
-            mf.adapters.append(args)
-        elif name == "template":
-            mf.template = args
-        elif name == "system":
-            mf.system = args
-        elif name == "license":
-            mf.license.append(args)
-        elif name == "message":
-            r, _, content = args.partition(": ")
-            mf.messages.append({"role": r, "content": content})
-        elif name in ("draft", "renderer", "parser", "requires"):
-            raise KoloError(f"{source}: {name.upper()} is not supported by kolo ollama-install")
-        else:
-            mf.parameters.setdefault(name, []).append(args)
-    if mf.from_ is None:
-        raise KoloError(f"{source}: no FROM line")
-    return mf
+# The Modelfile parser (a port of Ollama's parser/parser.go) lives with the code that writes Modelfiles; it is
+# stdlib-only, so the host can import it.
+from kolo_trainer.export.modelfile import Modelfile, parse as parse_modelfile  # noqa: E402
 
 
 #: Ollama's Options fields by JSON type (api/types.go). Values must be sent typed: "0.7" as a string is refused.
@@ -442,7 +297,7 @@ class InstallPlan:
             payload["template"] = mf.template
         if mf.system is not None:
             payload["system"] = mf.system
-        params = mf.typed_parameters()
+        params = typed_parameters(mf.parameters)
         if params:
             payload["parameters"] = params
         if mf.messages:
@@ -501,7 +356,7 @@ def plan_install(data_root: Path, output_dir: str, quantization: str, name: str)
                         + (f"; exported: {', '.join(have)}" if have else ""),
                         hint=f"kolo export --output-dir {output_dir} --quantization {quant}")
     mf = parse_modelfile(mf_path.read_text(encoding="utf-8"), source=str(mf_path))
-    mf.typed_parameters()  # refuse a bad PARAMETER now, not after the upload
+    typed_parameters(mf.parameters)  # refuse a bad PARAMETER now, not after the upload
     gguf = _local_file(mf.from_ or "", mf_path.parent, run_dir, "FROM")
     adapters = [a for a in (_local_file(x, mf_path.parent, run_dir, "ADAPTER") for x in mf.adapters) if a]
     if len(adapters) != len(mf.adapters):

@@ -66,7 +66,7 @@ def test_no_template_is_said_loudly_and_parses():
 def test_parser_rejects_what_ollama_rejects():
     with pytest.raises(ExportError, match="no FROM"):
         modelfile.parse('SYSTEM """hi"""\n')
-    with pytest.raises(ExportError, match="unknown command"):
+    with pytest.raises(ExportError, match="unknown instruction"):
         modelfile.parse("FROM ./x.gguf\nFROBNICATE 1\n")
     with pytest.raises(ExportError, match="unterminated"):
         modelfile.parse('FROM ./x.gguf\nSYSTEM """never closed\n')

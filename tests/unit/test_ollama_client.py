@@ -182,7 +182,7 @@ def test_parse_modelfile_like_ollama():
     assert mf.system == 'You are a "helpful" assistant.\nAnswer briefly.'
     assert mf.parameters == {"stop": ["<|eot_id|>", "<|start_header_id|>"], "num_ctx": ["2048"],
                              "temperature": ["0.7"], "top_p": ["0.9"]}
-    assert mf.typed_parameters() == {"stop": ["<|eot_id|>", "<|start_header_id|>"], "num_ctx": 2048,
+    assert oc.typed_parameters(mf.parameters) == {"stop": ["<|eot_id|>", "<|start_header_id|>"], "num_ctx": 2048,
                                      "temperature": 0.7, "top_p": 0.9}
 
 

@@ -82,110 +82,154 @@ def render(*, gguf_file: str, template: Optional[str], stop: list[str], num_ctx:
 # ------------------------------------------------------------------------------------------------ reading
 
 
+# One parser for what Ollama reads, shared with the host's `kolo ollama-install` (kolo_cli.ollama_client).
 @dataclass
-class Parsed:
+class Modelfile:
+    """The instructions of an Ollama Modelfile, as Ollama itself would read them."""
+
     from_: Optional[str] = None
-    adapter: Optional[str] = None
+    adapters: list[str] = field(default_factory=list)
     template: Optional[str] = None
     system: Optional[str] = None
-    parameters: dict[str, list[str]] = field(default_factory=dict)
+    license: list[str] = field(default_factory=list)
+    messages: list[dict[str, str]] = field(default_factory=list)
+    parameters: dict[str, list[str]] = field(default_factory=dict)  # raw strings, in file order
+
+    @property
+    def adapter(self) -> Optional[str]:
+        """The first ADAPTER (kolo writes at most one)."""
+        return self.adapters[0] if self.adapters else None
+
+
+_COMMANDS = {"from", "license", "template", "system", "adapter", "draft", "renderer", "parser", "parameter",
+             "message", "requires"}
 
 
 def _unquote(s: str) -> tuple[str, bool]:
-    if len(s) >= 3 and s[:3] == '"""':
-        if len(s) >= 6 and s[-3:] == '"""':
+    # Ollama's unquote: strips one level of """...""" or "..."; no escape processing at all.
+    if s.startswith('"""'):
+        if len(s) >= 6 and s.endswith('"""'):
             return s[3:-3], True
         return "", False
-    if len(s) >= 1 and s[0] == '"':
-        if len(s) >= 2 and s[-1] == '"':
+    if s.startswith('"'):
+        if len(s) >= 2 and s.endswith('"'):
             return s[1:-1], True
         return "", False
     return s, True
 
 
-def _go_isprint(c: str) -> bool:
-    return c == " " or (c.isprintable() and not c.isspace())
+def parse(text: str, source: str = "Modelfile") -> Modelfile:
+    """Parse a Modelfile with the same rules as Ollama's parser (parser/parser.go).
 
+    A port rather than a regex because the edge cases matter: values end at the first space or newline that
+    leaves a complete (un)quoted value, so ``"a b"`` and ``\"\"\"multi\\nline\"\"\"`` stay whole; quotes carry no
+    escapes; ``#`` starts a comment only at the start of an instruction.
+    """
+    text = text.lstrip("\ufeff")
+    NIL, NAME, VALUE, PARAM, MESSAGE, COMMENT = range(6)
+    state, buf, line = NIL, [], 1
+    cmd_name = ""
+    role = ""
+    commands: list[tuple[str, str]] = []
 
-def parse(text: str) -> Parsed:
-    """Read a Modelfile the way Ollama's ``parser.ParseFile`` does (a port of its state machine, commands we
-    write only). Raises ExportError where Ollama would refuse the file."""
-    NIL, NAME, VALUE, PARAM, COMMENT = range(5)
-    cmds: list[tuple[str, str]] = []
-    curr, b, name = NIL, [], ""
-    line = 1
+    def fail(msg: str) -> ExportError:
+        return ExportError(f"{source}:{line}: {msg}")
 
-    def is_space(c: str) -> bool:
-        return c in " \t"
-
-    def is_nl(c: str) -> bool:
-        return c in "\r\n"
-
-    for r in text:
-        if is_nl(r):
+    for ch in text:
+        if ch in "\r\n":
             line += 1
-        # parseRuneForState
-        if curr == NIL:
-            nxt = COMMENT if r == "#" else (NIL if is_space(r) or is_nl(r) else NAME)
-            keep = nxt == NAME
-        elif curr == NAME:
-            if r.isascii() and r.isalpha():
-                nxt, keep = NAME, True
-            elif is_space(r):
-                nxt, keep = VALUE, False
+        # next state for this rune (parseRuneForState)
+        keep: Optional[str] = ch
+        if state == NIL:
+            if ch == "#":
+                nxt, keep = COMMENT, None
+            elif ch in " \t\r\n":
+                nxt, keep = NIL, None
             else:
-                raise ExportError(f"Modelfile line {line}: invalid command")
-        elif curr == VALUE:
-            nxt, keep = (NIL, True) if (is_nl(r) or is_space(r)) else (VALUE, True)
-        elif curr == PARAM:
-            if (r.isascii() and (r.isalnum())) or r == "_":
-                nxt, keep = PARAM, True
-            elif is_space(r):
-                nxt, keep = VALUE, False
+                nxt = NAME
+        elif state == NAME:
+            if ch.isascii() and ch.isalpha():
+                nxt = NAME
+            elif ch in " \t":
+                nxt, keep = VALUE, None
             else:
-                raise ExportError(f"Modelfile line {line}: unexpected character in a parameter name")
+                raise fail(f"unknown instruction {''.join(buf) + ch!r}")
+        elif state == VALUE:
+            nxt = NIL if ch in " \t\r\n" else VALUE
+        elif state == PARAM:
+            if (ch.isascii() and ch.isalnum()) or ch == "_":
+                nxt = PARAM
+            elif ch in " \t":
+                nxt, keep = VALUE, None
+            else:
+                raise fail("PARAMETER needs a name and a value")
+        elif state == MESSAGE:
+            if ch.isascii() and ch.isalpha():
+                nxt = MESSAGE
+            elif ch in " \t":
+                nxt, keep = VALUE, None
+            else:
+                raise fail("MESSAGE needs a role and a value")
         else:  # COMMENT
-            nxt, keep = (NIL, False) if is_nl(r) else (COMMENT, False)
-        if nxt != curr:
-            if curr == NAME:
-                word = "".join(b).lower()
-                if word not in ("from", "license", "template", "system", "adapter", "parameter", "message"):
-                    raise ExportError(f"Modelfile line {line}: unknown command {word!r}")
+            nxt, keep = (NIL, None) if ch in "\r\n" else (COMMENT, None)
+
+        if nxt != state:
+            if state == NAME:
+                word = "".join(buf).lower()
+                if word not in _COMMANDS:
+                    raise fail(f"unknown instruction {''.join(buf)!r}")
                 if word == "parameter":
                     nxt = PARAM
+                elif word == "message":
+                    nxt = MESSAGE
+                    cmd_name = word
                 else:
-                    name = "model" if word == "from" else word
-            elif curr == PARAM:
-                name = "".join(b)
-            elif curr == VALUE:
-                s, ok = _unquote("".join(b).strip())
-                if not ok or is_space(r):
-                    b.append(r)
+                    cmd_name = word
+            elif state == PARAM:
+                cmd_name = "".join(buf)
+            elif state == MESSAGE:
+                role = "".join(buf)
+                if role not in ("system", "user", "assistant"):
+                    raise fail('MESSAGE role must be "system", "user" or "assistant"')
+            elif state == VALUE:
+                value, ok = _unquote("".join(buf).strip())
+                if not ok or ch in " \t":
+                    buf.append(ch)  # still inside a quoted value, or a space inside a bare value
                     continue
-                cmds.append((name, s))
-            b = []
-            curr = nxt
-        if keep and _go_isprint(r):
-            b.append(r)
-    if curr == VALUE:
-        s, ok = _unquote("".join(b).strip())
+                commands.append((cmd_name, f"{role}: {value}" if role else value))
+                role = ""
+            buf = []
+            state = nxt
+        if keep is not None and keep.isprintable():  # Go strconv.IsPrint: control runes are dropped
+            buf.append(keep)
+
+    if state == VALUE:
+        value, ok = _unquote("".join(buf).strip())
         if not ok:
-            raise ExportError("Modelfile: unterminated quoted value at the end")
-        cmds.append((name, s))
-    elif curr not in (NIL, COMMENT):
-        raise ExportError("Modelfile: unexpected end of file")
-    out = Parsed()
-    for n, v in cmds:
-        if n == "model":
-            out.from_ = v
-        elif n == "adapter":
-            out.adapter = v
-        elif n == "template":
-            out.template = v
-        elif n == "system":
-            out.system = v
-        elif n not in ("license", "message"):
-            out.parameters.setdefault(n, []).append(v)
-    if out.from_ is None:
-        raise ExportError("Modelfile: no FROM line")
-    return out
+            raise fail("unterminated quoted value")
+        commands.append((cmd_name, f"{role}: {value}" if role else value))
+    elif state not in (NIL, COMMENT):
+        raise fail("unexpected end of file")
+
+    mf = Modelfile()
+    for name, args in commands:
+        if name == "from":
+            mf.from_ = args
+        elif name == "adapter":
+            mf.adapters.append(args)
+        elif name == "template":
+            mf.template = args
+        elif name == "system":
+            mf.system = args
+        elif name == "license":
+            mf.license.append(args)
+        elif name == "message":
+            r, _, content = args.partition(": ")
+            mf.messages.append({"role": r, "content": content})
+        elif name in ("draft", "renderer", "parser", "requires"):
+            raise ExportError(f"{source}: {name.upper()} is not supported by kolo")
+        else:
+            mf.parameters.setdefault(name, []).append(args)
+    if mf.from_ is None:
+        raise ExportError(f"{source}: no FROM line")
+    return mf
