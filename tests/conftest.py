@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +26,14 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 KOLO = shutil.which("kolo", path=str(VENV_BIN)) or shutil.which("kolo")
+
+# The Ctrl-C tests send SIGINT to kolo processes that pytest starts, as a user's terminal would. A shell without
+# job control starts background commands (`bash .ci/run &`, nohup, some CI runners) with SIGINT *ignored*; an
+# ignored signal stays ignored across exec, and Python then installs no KeyboardInterrupt handler, so every kolo
+# started by the tests would silently ignore Ctrl-C. Give this process a real handler: on exec the children get
+# the default disposition back, i.e. the environment of an interactive user.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 #: marker -> the environment variable that turns its skips into failures
 REQUIRED_SUITES = {"docker": "KOLO_REQUIRE_DOCKER", "e2e": "KOLO_REQUIRE_E2E"}

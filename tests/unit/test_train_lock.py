@@ -94,3 +94,34 @@ def test_lock_of_a_live_pid_is_respected_even_without_flock(tmp_path: Path) -> N
 def test_lock_from_another_host_cannot_be_judged_stale() -> None:
     assert not is_stale({"pid": 1, "host": socket.gethostname() + "-elsewhere", "started": "x"})
     assert is_stale(None) and is_stale({"pid": "garbage", "host": socket.gethostname()})
+
+
+def test_a_zombie_or_a_reused_pid_does_not_hold_the_lock() -> None:
+    """os.kill(pid, 0) succeeds for both, which left a crashed run's lock held forever in CI (an unreaped
+    trainer) and after a container restart (pids start again from 1)."""
+    import socket
+    import subprocess
+    import time
+
+    from kolo_trainer.train import lock
+
+    host = socket.gethostname()
+    child = subprocess.Popen(["sleep", "0"])
+    deadline = time.monotonic() + 10
+    while lock._proc_stat(child.pid)[0] != "Z" and time.monotonic() < deadline:  # exited, not yet reaped
+        time.sleep(0.05)
+    try:
+        assert lock._proc_stat(child.pid)[0] == "Z"
+        assert lock.is_stale({"pid": child.pid, "host": host})
+    finally:
+        child.wait()
+    live = subprocess.Popen(["sleep", "30"])
+    try:
+        real_start = lock._proc_stat(live.pid)[1]
+        assert not lock.is_stale({"pid": live.pid, "host": host, "start": real_start})
+        assert lock.is_stale({"pid": live.pid, "host": host, "start": str(int(real_start) + 1)}), \
+            "a process that only reuses the pid was taken for the lock holder"
+        assert not lock.is_stale({"pid": live.pid, "host": host}), "an old lock without a start time"
+    finally:
+        live.kill()
+        live.wait()

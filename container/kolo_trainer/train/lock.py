@@ -7,7 +7,8 @@ Two mechanisms, because each covers the other's blind spot:
   root through a bind mount still see each other's lock (same kernel, same inode).
 * The JSON content names the holder for the error message, and is the fallback where flock is a no-op
   (some network file systems): a lock whose pid is alive on this host is respected, one whose pid is gone is stale
-  and taken over (``os.kill(pid, 0)``).
+  and taken over. "Alive" means: in /proc, not a zombie, and with the start time recorded in the lock (a reused
+  pid is not the holder).
 """
 
 from __future__ import annotations
@@ -24,9 +25,33 @@ from ..errors import OutputExistsError
 LOCK_NAME = ".lock"
 
 
-def _pid_alive(pid: int) -> bool:
+def _proc_stat(pid: int) -> tuple[str, str] | None:
+    """(state, start time in clock ticks since boot) from /proc, or None when there is no such process or no /proc.
+
+    Why: ``os.kill(pid, 0)`` also succeeds for a zombie (a killed trainer whose parent died too and that nobody
+    reaped) and for an unrelated process that reused the pid (a restarted container numbers its processes from 1
+    again). Either would make a crashed run's lock look held forever."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (fields[0], fields[19]) if len(fields) > 19 else None
+
+
+def _self_start() -> str | None:
+    st = _proc_stat(os.getpid())
+    return st[1] if st else None
+
+
+def _pid_alive(pid: int, start: str | None = None) -> bool:
     if pid <= 0:
         return False
+    if os.path.isdir("/proc/self"):
+        st = _proc_stat(pid)
+        if st is None or st[0] in ("Z", "X"):
+            return False
+        return start is None or st[1] == str(start)
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -55,7 +80,7 @@ def is_stale(holder: dict | None) -> bool:
         pid = int(holder.get("pid", -1))
     except (TypeError, ValueError):
         return True
-    return pid != os.getpid() and not _pid_alive(pid)
+    return pid != os.getpid() and not _pid_alive(pid, holder.get("start"))
 
 
 class RunLock:
@@ -104,7 +129,7 @@ class RunLock:
                 # flock granted but a live process claims the file: flock does not work on this file system.
                 os.close(fd)
                 raise self._refuse(holder)
-            content = json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+            content = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "start": _self_start(),
                                   "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
             os.ftruncate(fd, 0)
             os.pwrite(fd, (content + "\n").encode(), 0)
