@@ -136,6 +136,9 @@ class Transport:
             return self._wait(proc, None, grace_s)
         if os.name == "posix":
             kwargs["start_new_session"] = True
+        die_with_kolo = _die_with_parent_fn()
+        if die_with_kolo is not None:
+            kwargs["preexec_fn"] = die_with_kolo
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 **kwargs)
         rc = self._wait(proc, renderer, grace_s)
@@ -196,6 +199,32 @@ def _killed(signum: int, where: str) -> KoloError:
                        "run the same command with --resume to continue from the last checkpoint",
                        128 + signum)
 
+
+
+def _die_with_parent_fn() -> Any:
+    """A preexec_fn that makes the child get SIGTERM when kolo dies, however it dies (Linux only, else None).
+
+    Why: the child runs in a session of its own (so a terminal's Ctrl-C reaches kolo, which stops it in order),
+    which also means nothing stops it when kolo itself is SIGKILLed or loses its terminal: an orphaned trainer
+    would hold the run lock and the GPU. SIGTERM, not SIGKILL: the trainer answers it with a checkpoint and a clean
+    stop, so `--resume` continues."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+    PR_SET_PDEATHSIG = 1
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
+        if os.getppid() != parent:  # kolo died between fork and prctl
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return preexec
 
 def _pump(stream: Any, name: str, lines: queue.Queue) -> None:
     try:

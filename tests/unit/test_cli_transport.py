@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import io
+import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pytest
 
 from kolo_cli.render import PlainRenderer, metrics_text
 from kolo_cli.transport import DockerTransport, LocalTransport, trainer_argv
@@ -100,3 +103,33 @@ def test_rich_renderer_runs_without_a_terminal():
         r.event({"event": "stage", "stage": "verify", "status": "skip"})
         tasks = {t.description: t for t in r.progress.tasks}
     assert tasks["train"].completed == 2 and tasks["verify"].completed == 1
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
+def test_local_child_dies_when_kolo_is_killed(tmp_path):
+    """kolo SIGKILLed (OOM, a closed terminal): the trainer it started in a session of its own must not live on
+    holding the run lock; it gets SIGTERM (which the real trainer answers with a checkpoint)."""
+    marker = tmp_path / "child.pid"
+    prog = ("import os, sys, time; open(sys.argv[1], 'w').write(str(os.getpid()))\n"
+            "print('up', flush=True); time.sleep(600)")
+    p = _drive(tmp_path, "python", "-c", prog, str(marker), start_new_session=True)
+    assert p.stdout.readline() == "up\n"
+    child = int(marker.read_text())
+    os.kill(p.pid, signal.SIGKILL)
+    p.communicate(timeout=30)
+
+    def running() -> bool:
+        try:
+            state = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return False
+        return state not in ("Z", "X")  # a zombie has died; nobody may be left to reap it here
+
+    deadline = time.monotonic() + 20
+    while running() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    try:
+        assert not running(), "the child outlived kolo"
+    finally:
+        if running():
+            os.kill(child, signal.SIGKILL)
