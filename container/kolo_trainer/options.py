@@ -34,6 +34,17 @@ def _normalise_quant(values: list[str]) -> list[str]:
     return out
 
 
+def quantization(value: str) -> str:
+    """One quantisation name, normalised (``q4_k_m`` -> ``Q4_K_M``); for verbs that take a single one
+    (ollama-install, lmstudio-install). Raises KoloError with the same wording as the option models."""
+    from .errors import KoloError
+
+    try:
+        return _normalise_quant([value])[0]
+    except ValueError as e:
+        raise KoloError(str(e)) from None
+
+
 class _Options(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
 

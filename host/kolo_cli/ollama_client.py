@@ -334,16 +334,14 @@ def _local_file(ref: str, base: Path, run_dir: Path, what: str) -> Optional[Path
 def plan_install(data_root: Path, output_dir: str, quantization: str, name: str) -> InstallPlan:
     """Check everything locally (names, manifest, Modelfile, GGUF) and say exactly what is missing."""
     from kolo_trainer import manifest, names
-    from kolo_trainer.options import QUANTIZATIONS
+    from kolo_trainer import options
 
     check_model_name(name)
     try:
         names.check_plain(output_dir)
     except ValueError as e:
         raise NameError_(f"--output-dir {output_dir!r}: {e}") from None
-    quant = quantization.strip().upper()
-    if quant not in QUANTIZATIONS:
-        raise KoloError(f"unknown quantization {quantization!r}; choose from {', '.join(QUANTIZATIONS)}")
+    quant = options.quantization(quantization)
     outputs = Path(data_root) / "outputs"
     run_dir = names.resolve_under(outputs, output_dir, "--output-dir")
     if not run_dir.is_dir():

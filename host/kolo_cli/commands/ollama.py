@@ -337,15 +337,13 @@ def lmstudio_install(
     Example: kolo lmstudio-install my-run --quantization Q4_K_M
     """
     from kolo_trainer import names
-    from kolo_trainer.options import QUANTIZATIONS
+    from kolo_trainer import options
 
     try:
         names.check_plain(publisher)
     except ValueError as e:
         raise NameError_(f"--publisher {publisher!r}: {e}") from None
-    quant = quantization.strip().upper()
-    if quant not in QUANTIZATIONS:
-        raise KoloError(f"unknown quantization {quantization!r}; choose from {', '.join(QUANTIZATIONS)}")
+    quant = options.quantization(quantization)
     run = _run_dir(output_dir)
     src = run / "gguf" / f"{run.name}-{quant}.gguf"
     if not src.is_file():
