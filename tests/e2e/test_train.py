@@ -168,7 +168,7 @@ def test_second_run_refused_while_first_runs_and_sigterm_checkpoints(kolo, root:
 
 def test_packing_trains_padding_free(root: Path) -> None:
     """--packing: one [1, total] row per batch with restarting position_ids (isolation itself is asserted in
-    tests/unit/test_train_collate.py); here the real Trainer runs it and counts every token as real."""
+    tests/unit/trainer/test_train_collate.py); here the real Trainer runs it and counts every token as real."""
     p = th.trainer_popen(root, "--train-data", "data/qa.jsonl", "--base-model", "models/tiny", "--output-dir",
                          "packed", "--method", "full", "--packing", "--max-steps", "6", "--batch-size", "4",
                          "--learning-rate", "0.002", "--logging-steps", "1")

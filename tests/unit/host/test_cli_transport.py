@@ -16,7 +16,7 @@ from kolo_cli.render import PlainRenderer, metrics_text
 from kolo_cli.transport import DockerTransport, LocalTransport, trainer_argv
 from kolo_trainer.options import ExportOptions, TrainOptions
 
-DRIVER = Path(__file__).resolve().parents[1] / "transport_driver.py"
+DRIVER = Path(__file__).resolve().parents[2] / "transport_driver.py"
 
 
 def test_one_builder_two_transports(tmp_path):

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 PYPROJECT = REPO / "container" / "pyproject.toml"
 DATA_SOURCE = "${KOLO_DATA:-./kolo_data}"
 

@@ -17,7 +17,7 @@ import pytest
 
 from kolo_cli import kolo_compat
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 SCRIPTS = REPO / "scripts"
 SHIMS = ["build_image", "create_and_run_container", "run_container", "copy_training_data", "train_model_unsloth",
          "install_model", "uninstall_model", "list_models", "delete_model", "connect"]
