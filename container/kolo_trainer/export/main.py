@@ -28,7 +28,7 @@ from pathlib import Path
 from .. import manifest, names, progress, spec
 from ..errors import ExportError, OptionsError, VerificationError
 from ..options import ExportOptions
-from . import stages
+from . import ollama_template, stages
 
 
 
@@ -214,7 +214,7 @@ def _pipeline(ctx: stages.Context, method: str) -> dict:
     ctx.save(quantizations=quant_info)
 
     # ---------------------------------------------------------------- Modelfiles
-    mf_settings = modelfile_settings(ctx)
+    mf_settings = ollama_template.settings(ctx)
     if mf_settings["warning"]:
         progress.emit("warning", message=mf_settings["warning"])
     modelfiles: dict[str, str] = {}
@@ -279,29 +279,6 @@ def _pipeline(ctx: stages.Context, method: str) -> dict:
 def _ollama_name(run: str, quant: str) -> str:
     base = "".join(c if c.isalnum() or c in "-_." else "-" for c in run.lower()).strip("-.") or "kolo-model"
     return f"{base}:{quant.lower()}"
-
-
-def modelfile_settings(ctx: stages.Context) -> dict:
-    """TEMPLATE, stop strings, num_ctx and SYSTEM for the Modelfiles, from the options and the manifest."""
-    ct = ctx.data.get("chat_template") or {}
-    opts = ctx.opts
-    template = ct.get("ollama_template")
-    proven = bool(ct.get("proven", template is not None))
-    warning = None
-    if template is None or not proven:
-        warning = (f"chat template {ct.get('name', '?')!r}: no Ollama TEMPLATE could be proven equivalent to it, so "
-                   "the Modelfiles have NO TEMPLATE; Ollama will fall back to the GGUF's own template and may prompt "
-                   "the model differently from training. Train with a registry template (--chat-template NAME) to "
-                   "get a verified TEMPLATE.")
-        template = None
-    stop = [s for s in (ct.get("stop") or []) if s]
-    if opts.system is not None:
-        system = opts.system or None  # --system "" means: no SYSTEM line
-    else:
-        system = ct.get("system") or (ctx.data.get("data") or {}).get("system")
-    num_ctx = opts.num_ctx or int((ctx.data.get("options") or {}).get("max_seq_length") or 2048)
-    return {"template": template, "template_name": ct.get("name"), "proven": proven and template is not None,
-            "stop": stop, "system": system, "num_ctx": num_ctx, "warning": warning}
 
 
 def _merge_stage(ctx: stages.Context, adapter_dir: Path) -> Path:
