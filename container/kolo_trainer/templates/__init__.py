@@ -46,7 +46,8 @@ from typing import Any, Iterable, Optional
 
 __all__ = [
     "Template", "ResolvedTemplate", "REGISTRY", "ALL_SPECIAL_TOKENS", "BATTERY", "get", "names", "render",
-    "resolve", "match_registry", "check_ollama_equivalence", "TemplateError",
+    "resolve", "match_registry", "check_ollama_equivalence", "TemplateError", "prepare_messages", "pin_date",
+    "trims", "union_stops",
 ]
 
 
@@ -63,21 +64,45 @@ class Template:
     special_tokens: tuple[str, ...]
     bos: str
     description: str = ""
+    source: str = "kolo (a generic format, not a vendor's template)"
+    bos_token: str = ""
+    eos_token: Optional[str] = None
+    date_format: Optional[str] = None  # strftime format of the date the template prints (pinned in training)
+    residual: tuple[str, ...] = ()  # what the Go twin cannot reproduce (listed by the export's verification)
 
     @property
     def end_of_turn(self) -> str:
         """The string that closes an assistant reply (trained on; the tokenizer's eos in tiny models)."""
         return self.stop[0]
 
+    def ollama_for(self, date: Optional[str]) -> str:
+        """The Go twin with the pinned date (YYYY-MM-DD) written literally where the template prints a date."""
+        if self.date_format is None:
+            return self.ollama
+        return self.ollama.replace(DATE_MARK, format_date(date or today(), self.date_format))
+
+
+#: Where a Go twin prints the pinned date (Ollama's currentDate is always today, in YYYY-MM-DD only).
+DATE_MARK = "__KOLO_DATE__"
+
+
+def today() -> str:
+    from datetime import date
+
+    return date.today().isoformat()
+
+
+def format_date(date: str, fmt: str) -> str:
+    from datetime import datetime
+
+    return datetime.strptime(date, "%Y-%m-%d").strftime(fmt)
+
 
 # ------------------------------------------------------------------------------------------------ registry
-# Conventions shared by every entry below, so that the Go twin can mirror the Jinja exactly:
-#   * the system prompt is messages[0] when its role is "system" (kolo's data validation guarantees at most one,
-#     first); Ollama exposes it as .System and ALSO keeps it in .Messages, so Go templates that place the system
-#     prompt specially skip role "system" inside the range;
-#   * the Go templates remember the last role and append the generation prompt unless it was "assistant";
-#   * Jinja string literals use \n escapes (HF style); Go templates use literal newlines, with {{- to trim the
-#     newlines that only format the template source.
+# Generic formats for base models (no vendor's name). Conventions, so that the Go twin mirrors the Jinja exactly:
+#   * the system prompt is messages[0] when its role is "system"; Ollama exposes it as .System and ALSO keeps it in
+#     .Messages, so Go templates that place the system prompt specially skip it inside the range;
+#   * the Go templates remember the last role and append the generation prompt unless it was "assistant".
 
 _CHATML = Template(
     name="chatml",
@@ -101,122 +126,6 @@ _CHATML = Template(
     bos="none: Qwen's tokenizers have no BOS and the template renders none; with a tokenizer that adds BOS, "
         "llama.cpp and masking.encode add exactly one.",
     description="ChatML as used by Qwen 2 / 2.5 (without Qwen's default system prompt).",
-)
-
-_LLAMA3 = Template(
-    name="llama-3",
-    jinja=(
-        r"{{- bos_token -}}"
-        r"{%- for message in messages -%}"
-        r"{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + message['content'] + '<|eot_id|>' -}}"
-        r"{%- endfor -%}"
-        r"{%- if add_generation_prompt -%}{{- '<|start_header_id|>assistant<|end_header_id|>\n\n' -}}{%- endif -%}"
-    ),
-    ollama=(
-        "{{- $last := \"\" }}\n"
-        "{{- range .Messages }}<|start_header_id|>{{ .Role }}<|end_header_id|>\n\n"
-        "{{ .Content }}<|eot_id|>\n"
-        "{{- $last = .Role }}\n"
-        "{{- end }}\n"
-        "{{- if ne $last \"assistant\" }}<|start_header_id|>assistant<|end_header_id|>\n\n"
-        "{{ end }}"
-    ),
-    stop=("<|eot_id|>", "<|start_header_id|>", "<|end_header_id|>", "<|end_of_text|>"),
-    special_tokens=("<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "<|end_of_text|>"),
-    bos="{{ bos_token }} (<|begin_of_text|> in Llama 3 tokenizers) starts the Jinja rendering; the Ollama template "
-        "has none because llama.cpp adds it.",
-    description="Llama 3 / 3.1 / 3.2 header-token format (without 3.1's 'Cutting Knowledge Date' preamble).",
-)
-
-_MISTRAL = Template(
-    name="mistral",
-    jinja=(
-        r"{{- bos_token -}}"
-        r"{%- if messages and messages[0]['role'] == 'system' -%}"
-        r"{%- set system = messages[0]['content'] -%}{%- set loop_messages = messages[1:] -%}"
-        r"{%- else -%}{%- set system = '' -%}{%- set loop_messages = messages -%}{%- endif -%}"
-        r"{%- for message in loop_messages -%}"
-        r"{%- if message['role'] == 'user' -%}"
-        r"{%- if loop.first and system -%}{{- '[INST] ' + system + '\n\n' + message['content'] + ' [/INST]' -}}"
-        r"{%- else -%}{{- '[INST] ' + message['content'] + ' [/INST]' -}}{%- endif -%}"
-        r"{%- elif message['role'] == 'assistant' -%}{{- message['content'] + '</s>' -}}"
-        r"{%- endif -%}"
-        r"{%- endfor -%}"
-    ),
-    ollama=(
-        "{{- $first := true }}\n"
-        "{{- range .Messages }}\n"
-        "{{- if eq .Role \"user\" }}[INST] {{ if and $first $.System }}{{ $.System }}\n\n"
-        "{{ end }}{{ .Content }} [/INST]\n"
-        "{{- $first = false }}\n"
-        "{{- else if eq .Role \"assistant\" }}{{ .Content }}</s>\n"
-        "{{- $first = false }}\n"
-        "{{- end }}\n"
-        "{{- end }}"
-    ),
-    stop=("</s>", "[INST]", "[/INST]"),
-    special_tokens=("[INST]", "[/INST]"),
-    bos="{{ bos_token }} (<s>) starts the Jinja rendering; '</s>' after each reply is the tokenizer's EOS. The "
-        "prompt ends at '[/INST]' (no trailing space: a SentencePiece prompt ending in a space tokenises "
-        "differently from the training text).",
-    description="Mistral [INST] format; the system prompt goes into the first user turn.",
-)
-
-_GEMMA = Template(
-    name="gemma",
-    jinja=(
-        r"{{- bos_token -}}"
-        r"{%- if messages and messages[0]['role'] == 'system' -%}"
-        r"{%- set system = messages[0]['content'] -%}{%- set loop_messages = messages[1:] -%}"
-        r"{%- else -%}{%- set system = '' -%}{%- set loop_messages = messages -%}{%- endif -%}"
-        r"{%- for message in loop_messages -%}"
-        r"{%- set role = 'model' if message['role'] == 'assistant' else message['role'] -%}"
-        r"{%- if loop.first and system -%}{%- set content = system + '\n\n' + message['content'] -%}"
-        r"{%- else -%}{%- set content = message['content'] -%}{%- endif -%}"
-        r"{{- '<start_of_turn>' + role + '\n' + content + '<end_of_turn>\n' -}}"
-        r"{%- endfor -%}"
-        r"{%- if add_generation_prompt -%}{{- '<start_of_turn>model\n' -}}{%- endif -%}"
-    ),
-    ollama=(
-        "{{- $last := \"\" }}{{ $first := true }}\n"
-        "{{- range .Messages }}\n"
-        "{{- if ne .Role \"system\" }}<start_of_turn>{{ if eq .Role \"assistant\" }}model{{ else }}{{ .Role }}{{ end }}\n"
-        "{{ if and $first $.System }}{{ $.System }}\n\n"
-        "{{ end }}{{ .Content }}<end_of_turn>\n"
-        "{{ $first = false }}{{ $last = .Role }}\n"
-        "{{- end }}\n"
-        "{{- end }}\n"
-        "{{- if ne $last \"assistant\" }}<start_of_turn>model\n"
-        "{{ end }}"
-    ),
-    stop=("<end_of_turn>", "<start_of_turn>"),
-    special_tokens=("<start_of_turn>", "<end_of_turn>"),
-    bos="{{ bos_token }} (<bos>) starts the Jinja rendering; none in the Ollama template.",
-    description="Gemma <start_of_turn> format (Gemma 3 style: the system prompt prefixes the first user turn).",
-)
-
-_PHI3 = Template(
-    name="phi-3",
-    jinja=(
-        r"{{- bos_token -}}"
-        r"{%- for message in messages -%}"
-        r"{{- '<|' + message['role'] + '|>\n' + message['content'] + '<|end|>\n' -}}"
-        r"{%- endfor -%}"
-        r"{%- if add_generation_prompt -%}{{- '<|assistant|>\n' -}}{%- endif -%}"
-    ),
-    ollama=(
-        "{{- $last := \"\" }}\n"
-        "{{- range .Messages }}<|{{ .Role }}|>\n"
-        "{{ .Content }}<|end|>\n"
-        "{{ $last = .Role }}\n"
-        "{{- end }}\n"
-        "{{- if ne $last \"assistant\" }}<|assistant|>\n"
-        "{{ end }}"
-    ),
-    stop=("<|end|>", "<|user|>", "<|assistant|>", "<|system|>", "<|endoftext|>"),
-    special_tokens=("<|system|>", "<|user|>", "<|assistant|>", "<|end|>", "<|endoftext|>"),
-    bos="{{ bos_token }} starts the Jinja rendering (Phi-3's tokenizer uses <s>); none in the Ollama template.",
-    description="Phi-3 <|user|> ... <|end|> format.",
 )
 
 _ALPACA = Template(
@@ -253,10 +162,42 @@ _ALPACA = Template(
     description="Alpaca ### Instruction / ### Response format (multi-turn by repetition; optional system preamble).",
 )
 
-REGISTRY: dict[str, Template] = {t.name: t for t in (_LLAMA3, _CHATML, _MISTRAL, _GEMMA, _PHI3, _ALPACA)}
 
-#: Every string any registry template needs as a single token, in a stable order (registry order, no duplicates).
-ALL_SPECIAL_TOKENS: tuple[str, ...] = tuple(dict.fromkeys(t for e in REGISTRY.values() for t in e.special_tokens))
+
+def _read(name: str) -> str:
+    from importlib import resources
+
+    return (resources.files(__name__) / name).read_text(encoding="utf-8")
+
+
+def _go_file(name: str) -> str:
+    text = _read(name)
+    # The files end with a newline after the last action; it is not part of the template.
+    return text[:-1] if text.endswith("}}\n") else text
+
+
+def _vendor(name: str, facts: dict) -> Template:
+    return Template(name=name, jinja=_read(f"{name}.jinja"), ollama=_go_file(f"{name}.gotmpl"),
+                    stop=tuple(facts["stop"]), special_tokens=tuple(facts["special_tokens"]),
+                    bos=f"{facts['bos_token'] or 'none'} (the vendor tokenizer's BOS; never in the Ollama template)",
+                    description=facts["description"], source=facts["source"], bos_token=facts["bos_token"],
+                    eos_token=facts["eos_token"], date_format=facts["date_format"],
+                    residual=tuple(facts["residual"]))
+
+
+def _build_registry() -> dict[str, Template]:
+    from .families import FAMILIES
+
+    reg = {name: _vendor(name, facts) for name, facts in FAMILIES.items()}
+    reg.update({t.name: t for t in (_CHATML, _ALPACA)})
+    return reg
+
+
+REGISTRY: dict[str, Template] = _build_registry()
+
+#: The special tokens tiny.py adds to its demo vocabularies: those of the demo formats (one per turn-token style).
+ALL_SPECIAL_TOKENS: tuple[str, ...] = tuple(dict.fromkeys(
+    t for n in ("llama-3.1", "chatml", "mistral-v0.3", "gemma-3", "phi-3.5") for t in REGISTRY[n].special_tokens))
 
 
 def names() -> list[str]:
@@ -264,10 +205,12 @@ def names() -> list[str]:
 
 
 def get(name: str) -> Template:
-    """The registry entry ``name`` (case-insensitive; ``llama3``/``phi3`` spellings accepted)."""
+    """The registry entry ``name`` (case-insensitive; vendor names such as ``llama-3`` or ``gemma`` name the
+    vendor's real template, see ``families.ALIASES``)."""
+    from .families import ALIASES
+
     key = name.strip().lower()
-    key = {"llama3": "llama-3", "llama-3.1": "llama-3", "llama-3.2": "llama-3", "phi3": "phi-3",
-           "qwen": "chatml", "qwen2": "chatml", "qwen2.5": "chatml"}.get(key, key)
+    key = ALIASES.get(key, key)
     try:
         return REGISTRY[key]
     except KeyError:
@@ -322,19 +265,73 @@ def _compile(jinja: str):
         raise TemplateError(f"chat template syntax error at line {e.lineno}: {e.message}") from None
 
 
+# The date a run's templates print (strftime_now), pinned once per process by resolve() or pin_date(), so that
+# every rendering of a training run -- masking, samples, the manifest -- shows the same day, and the Go twin can
+# write that day literally.
+_PINNED_DATE: Optional[str] = None
+
+
+def pin_date(date: Optional[str]) -> None:
+    """Pin the date (YYYY-MM-DD) ``strftime_now`` renders in this process (None: today, re-read per call)."""
+    global _PINNED_DATE
+    if date is not None:
+        format_date(date, "%Y")  # refuses anything that is not YYYY-MM-DD
+    _PINNED_DATE = date
+
+
+def _strftime_now(date: Optional[str]):
+    from datetime import datetime
+
+    day = date or _PINNED_DATE
+    if day is None:
+        return lambda fmt: datetime.now().strftime(fmt)
+    return lambda fmt: datetime.strptime(day, "%Y-%m-%d").strftime(fmt)
+
+
+_TRIMS = ("| trim", "|trim", ".strip(", ".lstrip(", ".rstrip(")
+
+
+def trims(jinja: str) -> bool:
+    """True when the template trims some content: then kolo strips every message's content (see prepare_messages)."""
+    return any(t in jinja for t in _TRIMS)
+
+
+def prepare_messages(jinja: str, messages: Iterable[dict]) -> list[dict]:
+    """The messages as kolo renders them with ``jinja``: THE trimming rule, applied by every renderer.
+
+    A template that trims contents (Llama 3.x, Gemma, Mistral v3, Qwen 3, SmolLM3) cannot have a Go twin that
+    trims too (Ollama's templates have no trim function). So for such templates kolo strips each message's content
+    before rendering -- in training, in the proofs and in verification -- and the only difference left is a
+    content with leading/trailing whitespace sent to Ollama at serving time (listed as a residual difference).
+    Templates that do not trim see their contents verbatim.
+    """
+    if not trims(jinja):
+        return [dict(m) for m in messages]
+    return [dict(m, content=m["content"].strip()) if isinstance(m.get("content"), str) else dict(m)
+            for m in messages]
+
+
 def render(jinja: str, messages: list[dict], *, add_generation_prompt: bool = False, bos_token: str = "",
-           eos_token: Optional[str] = None, **extra: Any) -> str:
-    """Render ``messages`` with a HF chat template. ``bos_token`` defaults to "" (see the BOS rule above)."""
+           eos_token: Optional[str] = None, date: Optional[str] = None, **extra: Any) -> str:
+    """Render ``messages`` with a HF chat template. ``bos_token`` defaults to "" (see the BOS rule above).
+
+    Contents go through :func:`prepare_messages`; ``strftime_now`` renders ``date`` (YYYY-MM-DD), else the
+    process's pinned date (:func:`pin_date`), else today.
+    """
     import jinja2
 
     kwargs: dict[str, Any] = dict(extra)
     kwargs["bos_token"] = bos_token
+    kwargs.setdefault("strftime_now", _strftime_now(date))
     if eos_token is not None:
         kwargs["eos_token"] = eos_token
     try:
-        return _compile(jinja).render(messages=messages, add_generation_prompt=add_generation_prompt, **kwargs)
+        return _compile(jinja).render(messages=prepare_messages(jinja, messages),
+                                      add_generation_prompt=add_generation_prompt, **kwargs)
     except jinja2.TemplateError as e:
         raise TemplateError(f"chat template failed: {e}") from None
+    except (TypeError, AttributeError, IndexError, KeyError) as e:  # e.g. messages[0] of an empty conversation
+        raise TemplateError(f"chat template failed: {e.__class__.__name__}: {e}") from None
 
 
 # ------------------------------------------------------------------------------------------------ equivalence
@@ -362,8 +359,11 @@ BATTERY: tuple[tuple[dict, ...], ...] = tuple(
         [("user", _NL), ("assistant", _NL), ("user", _UNI)],
         [("system", _UNI), ("user", _UNI), ("assistant", _UNI), ("user", _NL), ("assistant", _Q)],
         [("user", _PAD), ("assistant", _PAD)],
+        [("user", _U1), ("assistant", _A1), ("user", _U2), ("assistant", _A2), ("user", _NL)],
     )
 )
+
+_REFUSED = object()  # the template raised on this conversation
 
 
 def _strip_bos(text: str, bos: str) -> str:
@@ -371,57 +371,73 @@ def _strip_bos(text: str, bos: str) -> str:
 
 
 def _render_for_comparison(jinja: str, messages: list[dict], agp: bool, bos_token: str,
-                           eos_token: Optional[str]) -> str:
+                           eos_token: Optional[str], date: Optional[str] = None) -> str:
     # Rendered with bos_token="" and then a *literal* leading BOS removed too, so templates that hard-code it
     # ("<|begin_of_text|>...") compare equal to those using the variable.
-    return _strip_bos(render(jinja, messages, add_generation_prompt=agp, bos_token="", eos_token=eos_token),
-                      bos_token)
+    return _strip_bos(render(jinja, messages, add_generation_prompt=agp, bos_token="", eos_token=eos_token,
+                             date=date), bos_token)
+
+
+def _outcomes(jinja: str, bos_token: str, eos_token: Optional[str], date: Optional[str]) -> list:
+    out: list = []
+    for conv in BATTERY:
+        for agp in (True, False):
+            try:
+                out.append(_render_for_comparison(jinja, [dict(m) for m in conv], agp, bos_token, eos_token, date))
+            except TemplateError:
+                out.append(_REFUSED)
+    return out
 
 
 def match_registry(jinja: str, *, bos_token: str = "", eos_token: Optional[str] = None,
-                   candidates: Optional[Iterable[str]] = None) -> Optional[Template]:
+                   candidates: Optional[Iterable[str]] = None, date: Optional[str] = None) -> Optional[Template]:
     """The registry entry whose Jinja renders exactly like ``jinja`` on every :data:`BATTERY` conversation.
 
-    Both renderings are compared as strings, with ``add_generation_prompt`` True and False, so equality means the
-    registry's Ollama template (proven equivalent to the registry's Jinja) is also equivalent to ``jinja``.
-    A template that raises on any battery conversation (e.g. refuses a system role) matches nothing.
+    Both renderings are compared as strings, with ``add_generation_prompt`` True and False and the same pinned
+    ``date``; a conversation one template refuses (raise_exception) must be refused by the other too, and at least
+    half of the battery must render. Equality means the registry's Go twin (proven equal to the registry's Jinja)
+    is also equal to ``jinja``. Matching is by rendering only, never by model name.
     """
-    mine: list[str] = []
-    try:
-        for conv in BATTERY:
-            for agp in (True, False):
-                mine.append(_render_for_comparison(jinja, [dict(m) for m in conv], agp, bos_token, eos_token))
-    except TemplateError:
+    mine = _outcomes(jinja, bos_token, eos_token, date)
+    if sum(o is not _REFUSED for o in mine) < len(mine) // 2:
         return None
     for name in candidates or REGISTRY:
         entry = REGISTRY[name]
-        theirs = (_render_for_comparison(entry.jinja, [dict(m) for m in conv], agp, "", None)
-                  for conv in BATTERY for agp in (True, False))
-        if all(a == b for a, b in zip(mine, theirs)):
+        theirs = _outcomes(entry.jinja, entry.bos_token, entry.eos_token, date)
+        if all((a is _REFUSED and b is _REFUSED) or a == b for a, b in zip(mine, theirs)):
             return entry
     return None
 
 
 def check_ollama_equivalence(jinja: str, ollama: str, *, conversations: Optional[Iterable[Iterable[dict]]] = None,
-                             bos_token: str = "", eos_token: Optional[str] = None) -> list[str]:
+                             bos_token: str = "", eos_token: Optional[str] = None,
+                             date: Optional[str] = None) -> list[str]:
     """Render each conversation with the Jinja template and with the Go template (real text/template, as Ollama
     does); return one message per difference (empty = equivalent). Needs Go (see ``gorender``).
 
+    Both sides get the prepared messages (the trimming rule); the Jinja side prints the pinned ``date``.
     ``add_generation_prompt`` is True exactly when the conversation does not end with an assistant turn, because
-    that is what Ollama's rendering means (see the module docstring).
+    that is what Ollama's rendering means (see the module docstring). Conversations the Jinja template refuses
+    (raise_exception) are not compared.
     """
     from . import gorender
 
-    convs = [[dict(m) for m in c] for c in (conversations if conversations is not None else BATTERY)]
+    convs, want = [], []
+    for c in (conversations if conversations is not None else BATTERY):
+        conv = prepare_messages(jinja, c)
+        agp = not conv or conv[-1]["role"] != "assistant"
+        try:
+            want.append(_render_for_comparison(jinja, conv, agp, bos_token, eos_token, date))
+        except TemplateError:
+            continue
+        convs.append(conv)
     go_out = gorender.render_many(ollama, convs)
     problems = []
-    for i, (conv, got) in enumerate(zip(convs, go_out)):
-        agp = not conv or conv[-1]["role"] != "assistant"
-        want = _render_for_comparison(jinja, conv, agp, bos_token, eos_token)
-        if got != want:
-            at = next((k for k, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
+    for i, (got, w) in enumerate(zip(go_out, want)):
+        if got != w:
+            at = next((k for k, (a, b) in enumerate(zip(got, w)) if a != b), min(len(got), len(w)))
             problems.append(f"conversation {i + 1}: Go and Jinja renderings differ at character {at}: "
-                            f"Go {got[max(0, at - 20):at + 20]!r} vs Jinja {want[max(0, at - 20):at + 20]!r}")
+                            f"Go {got[max(0, at - 20):at + 20]!r} vs Jinja {w[max(0, at - 20):at + 20]!r}")
     return problems
 
 
@@ -434,6 +450,8 @@ class ResolvedTemplate:
 
     ``ollama`` is None when no Go template could be proven equivalent; ``proven`` says whether ``ollama`` is known
     to render like ``jinja`` (registry entries are proven by the test-suite and can be re-checked at run time).
+    ``date`` is the day the template prints (pinned for the whole run); ``residual`` lists what the Go twin cannot
+    reproduce (shown by the export's verification).
     """
 
     name: str
@@ -445,55 +463,79 @@ class ResolvedTemplate:
     registry_match: Optional[str] = None
     special_tokens: list[str] = field(default_factory=list)
     warning: Optional[str] = None
+    date: Optional[str] = None
+    residual: list[str] = field(default_factory=list)
 
     def manifest(self, system: Optional[str] = None) -> dict:
         """The ``chat_template`` section of kolo.json."""
         return {"name": self.name, "jinja": self.jinja, "ollama_template": self.ollama, "stop": list(self.stop),
                 "system": system, "proven": self.proven, "source": self.source,
-                "registry_match": self.registry_match}
+                "registry_match": self.registry_match, "special_tokens": list(self.special_tokens),
+                "date": self.date, "trim": trims(self.jinja), "residual": list(self.residual)}
+
+
+def union_stops(*lists: Iterable[Optional[str]]) -> list[str]:
+    """Every stop string once, in first-seen order (the family's first: stop[0] is the end of turn)."""
+    return list(dict.fromkeys(s for lst in lists for s in lst if s))
+
+
+def _proven(name: str, jinja: str, source: str, entry: Template, date: str,
+            eos_token: Optional[str]) -> ResolvedTemplate:
+    return ResolvedTemplate(name=name, jinja=jinja, ollama=entry.ollama_for(date),
+                            stop=union_stops(entry.stop, [entry.eos_token, eos_token]), proven=True, source=source,
+                            registry_match=entry.name, special_tokens=list(entry.special_tokens), date=date,
+                            residual=list(entry.residual) + ([TRIM_RESIDUAL] if trims(jinja) and
+                                                             TRIM_RESIDUAL not in entry.residual else []))
+
+
+TRIM_RESIDUAL = ("message contents with leading/trailing whitespace: kolo strips them in training (the template "
+                 "trims), Ollama passes them through untouched")
 
 
 def _from_unregistered(name: str, jinja: str, source: str, bos_token: str, eos_token: Optional[str],
-                       emit_warning: bool) -> ResolvedTemplate:
-    entry = match_registry(jinja, bos_token=bos_token, eos_token=eos_token)
+                       emit_warning: bool, date: str) -> ResolvedTemplate:
+    entry = match_registry(jinja, bos_token=bos_token, eos_token=eos_token, date=date)
     if entry is not None:
-        return ResolvedTemplate(name=name, jinja=jinja, ollama=entry.ollama, stop=list(entry.stop), proven=True,
-                                source=source, registry_match=entry.name,
-                                special_tokens=list(entry.special_tokens))
-    stop = [eos_token] if eos_token else []
+        return _proven(name, jinja, source, entry, date, eos_token)
     warning = (f"chat template {name!r} matches no registry template ({', '.join(REGISTRY)}) on kolo's test "
                "conversations, so no equivalent Ollama TEMPLATE could be proven: the exported Modelfile will have "
-               "no TEMPLATE and Ollama may prompt the model differently from training. Pass --chat-template NAME "
-               "to train with a registry template instead.")
+               "no TEMPLATE and Ollama will choose how to prompt the model (see the export's warning). Pass "
+               "--chat-template NAME to train with a registry template instead.")
     if emit_warning:
         from ..progress import emit
 
         emit("warning", message=warning)
-    return ResolvedTemplate(name=name, jinja=jinja, ollama=None, stop=stop, proven=False, source=source,
-                            warning=warning)
+    return ResolvedTemplate(name=name, jinja=jinja, ollama=None, stop=union_stops([eos_token]), proven=False,
+                            source=source, warning=warning, date=date)
 
 
 def resolve(chat_template_option: str, tokenizer_chat_template: Optional[str], data_root: str | os.PathLike,
-            *, bos_token: str = "", eos_token: Optional[str] = None, emit_warning: bool = True) -> ResolvedTemplate:
+            *, bos_token: str = "", eos_token: Optional[str] = None, emit_warning: bool = True,
+            date: Optional[str] = None) -> ResolvedTemplate:
     """Decide the template of a run from ``--chat-template``.
 
-    * ``auto``: the base model's own template (``tokenizer_chat_template``), matched against the registry;
-    * a registry name: that entry;
+    * ``auto``: the base model's own template (``tokenizer_chat_template``), matched against the registry by
+      rendering;
+    * a registry name (or a vendor alias such as ``llama-3``): that entry;
     * ``*.jinja``: a file relative to the data root, matched against the registry.
 
-    When no registry entry matches, the result has ``ollama=None, proven=False`` and a loud warning (also emitted
-    as a ``warning`` progress event unless ``emit_warning=False``). Raises OptionsError for unusable options.
+    ``date`` (YYYY-MM-DD, default today) is pinned for this process (:func:`pin_date`) and recorded in the result.
+    The stop list is the family's stops plus the tokenizer's ``eos_token``. When no registry entry matches, the
+    result has ``ollama=None, proven=False`` and a loud warning (also emitted as a ``warning`` progress event
+    unless ``emit_warning=False``). Raises OptionsError for unusable options.
     """
     from ..errors import NameError_, OptionsError
     from ..names import resolve_under
 
+    date = date or _PINNED_DATE or today()
+    pin_date(date)
     opt = (chat_template_option or "auto").strip()
     if opt == "auto":
         if not tokenizer_chat_template or not isinstance(tokenizer_chat_template, str):
             raise OptionsError(["--chat-template: the base model has no chat template of its own; choose one of "
                                 + ", ".join(REGISTRY) + " or a .jinja file"])
         _compile_checked(tokenizer_chat_template, "the base model's chat template")
-        return _from_unregistered("auto", tokenizer_chat_template, "model", bos_token, eos_token, emit_warning)
+        return _from_unregistered("auto", tokenizer_chat_template, "model", bos_token, eos_token, emit_warning, date)
     if opt.lower().endswith(".jinja"):
         try:
             path = resolve_under(data_root, opt, "--chat-template")
@@ -506,14 +548,12 @@ def resolve(chat_template_option: str, tokenizer_chat_template: Optional[str], d
         except (OSError, UnicodeDecodeError) as e:
             raise OptionsError([f"--chat-template: {opt}: cannot read ({e.__class__.__name__}: {e})"]) from None
         _compile_checked(text, opt)
-        return _from_unregistered(opt, text, "file", bos_token, eos_token, emit_warning)
+        return _from_unregistered(opt, text, "file", bos_token, eos_token, emit_warning, date)
     try:
         entry = get(opt)
     except KeyError as e:
         raise OptionsError([f"--chat-template: {e.args[0]}"]) from None
-    return ResolvedTemplate(name=entry.name, jinja=entry.jinja, ollama=entry.ollama, stop=list(entry.stop),
-                            proven=True, source="registry", registry_match=entry.name,
-                            special_tokens=list(entry.special_tokens))
+    return _proven(entry.name, entry.jinja, "registry", entry, date, eos_token)
 
 
 def _compile_checked(jinja: str, what: str) -> None:

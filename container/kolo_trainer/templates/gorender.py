@@ -109,16 +109,34 @@ def _run(payload: dict) -> str:
 
 
 def _clean(messages: Iterable[dict]) -> list[dict]:
-    return [{"role": str(m["role"]), "content": str(m["content"])} for m in messages]
+    out = []
+    for m in messages:
+        msg = {"role": str(m["role"]), "content": str(m["content"])}
+        if m.get("thinking"):
+            msg["thinking"] = str(m["thinking"])
+        out.append(msg)
+    return out
 
 
-def render(template: str, messages: Iterable[dict], system: Optional[str] = None) -> str:
-    """Ollama's rendering of ``messages`` with TEMPLATE ``template``; ``system`` is the Modelfile SYSTEM."""
-    return _run({"template": template, "system": system or "", "messages": _clean(messages)})
+def render(template: str, messages: Iterable[dict], system: Optional[str] = None,
+           think: Optional[bool] = None) -> str:
+    """Ollama's rendering of ``messages`` with TEMPLATE ``template``; ``system`` is the Modelfile SYSTEM; ``think``
+    is the request's think value (None: not given, so Ollama's default applies)."""
+    return _run({"template": template, "system": system or "", "messages": _clean(messages), "think": think})
 
 
-def render_many(template: str, conversations: Iterable[Iterable[dict]], system: Optional[str] = None) -> list[str]:
+def _render_cases(template: str, conversations: Iterable[Iterable[dict]], system: Optional[str],
+                  think: Optional[bool]) -> dict:
+    cases = [{"system": system or "", "messages": _clean(c), "think": think} for c in conversations]
+    return json.loads(_run({"template": template, "cases": cases}))
+
+
+def render_many(template: str, conversations: Iterable[Iterable[dict]], system: Optional[str] = None,
+                think: Optional[bool] = None) -> list[str]:
     """Render several conversations in one process (one ``go`` start instead of one per conversation)."""
-    cases = [{"system": system or "", "messages": _clean(c)} for c in conversations]
-    out = json.loads(_run({"template": template, "cases": cases}))
-    return list(out["outputs"])
+    return list(_render_cases(template, conversations, system, think)["outputs"])
+
+
+def thinking_capability(template: str) -> bool:
+    """Whether Ollama infers the "thinking" capability from this TEMPLATE (and so renders with think on)."""
+    return bool(_render_cases(template, [[{"role": "user", "content": "x"}]], None, None)["thinking"])

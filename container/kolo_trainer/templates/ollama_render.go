@@ -9,7 +9,11 @@
 //     system message joined with "\n\n"; system messages STAY in .Messages;
 //   - the template is parsed with Option("missingkey=zero") and Ollama's extra function "json";
 //   - a template that uses .Messages is executed once with {System, Messages, Tools, Response: "", Think,
-//     IsThinkSet, Query, Document, Instruction}.
+//     ThinkLevel, IsThinkSet, Query, Document, Instruction};
+//   - thinking: Ollama gives a model the "thinking" capability when its TEMPLATE reads .Thinking inside a range
+//     over .Messages with text on both sides (thinking.InferTags, server/images.go), and /api/chat then renders
+//     with think on unless the request says otherwise (server/routes.go: req.Think defaults to true, so Think=true,
+//     ThinkLevel="medium", IsThinkSet=true). "think" in the input (true/false) plays the request's think value.
 // Ollama's legacy path (templates with only .System/.Prompt/.Response, executed once per exchange) is not
 // reproduced: every kolo template uses .Messages, and such a template is reported as an error instead of being
 // rendered differently from Ollama.
@@ -44,6 +48,7 @@ type Message struct {
 type renderCase struct {
 	System   string    `json:"system"`
 	Messages []Message `json:"messages"`
+	Think    *bool     `json:"think"`
 }
 
 type input struct {
@@ -51,6 +56,7 @@ type input struct {
 	System   string       `json:"system"`
 	Messages []Message    `json:"messages"`
 	Cases    []renderCase `json:"cases"`
+	Think    *bool        `json:"think"`
 }
 
 var funcs = template.FuncMap{
@@ -112,6 +118,56 @@ func identifiers(n parse.Node, out map[string]bool) {
 	}
 }
 
+// thinkingTags reports whether the template gives the model Ollama's thinking capability. Same rule as Ollama's
+// thinking.InferTags, re-implemented here (the renderer is stdlib-only): a .Thinking field read inside a range whose
+// pipeline reads .Messages; the innermost list around it must start and end with text (the opening and closing
+// tags, whitespace-trimmed, both non-empty).
+func thinkingTags(n parse.Node, inMessages bool, list *parse.ListNode, found *bool) {
+	switch n := n.(type) {
+	case *parse.ListNode:
+		if n == nil {
+			return
+		}
+		for _, c := range n.Nodes {
+			thinkingTags(c, inMessages, n, found)
+		}
+	case *parse.ActionNode:
+		thinkingTags(n.Pipe, inMessages, list, found)
+	case *parse.IfNode:
+		thinkingBranch(&n.BranchNode, inMessages, list, found)
+	case *parse.WithNode:
+		thinkingBranch(&n.BranchNode, inMessages, list, found)
+	case *parse.RangeNode:
+		ids := map[string]bool{}
+		identifiers(n.Pipe, ids)
+		thinkingBranch(&n.BranchNode, ids["messages"], list, found)
+	case *parse.PipeNode:
+		if n == nil {
+			return
+		}
+		for _, c := range n.Cmds {
+			for _, a := range c.Args {
+				thinkingTags(a, inMessages, list, found)
+			}
+		}
+	case *parse.FieldNode:
+		if inMessages && len(n.Ident) > 0 && n.Ident[0] == "Thinking" && list != nil && len(list.Nodes) > 0 {
+			first, ok1 := list.Nodes[0].(*parse.TextNode)
+			last, ok2 := list.Nodes[len(list.Nodes)-1].(*parse.TextNode)
+			// As in Ollama, the last .Thinking visited decides.
+			*found = ok1 && ok2 && strings.TrimSpace(string(first.Text)) != "" && strings.TrimSpace(string(last.Text)) != ""
+		}
+	}
+}
+
+func thinkingBranch(b *parse.BranchNode, inMessages bool, list *parse.ListNode, found *bool) {
+	thinkingTags(b.Pipe, inMessages, list, found)
+	thinkingTags(b.List, inMessages, list, found)
+	if b.ElseList != nil {
+		thinkingTags(b.ElseList, inMessages, list, found)
+	}
+}
+
 // collate merges consecutive same-role messages and gathers the system prompt, as Ollama does.
 func collate(msgs []Message) (string, []*Message) {
 	var system []string
@@ -130,20 +186,29 @@ func collate(msgs []Message) (string, []*Message) {
 	return strings.Join(system, "\n\n"), collated
 }
 
-func render(tmpl *template.Template, modelfileSystem string, msgs []Message) (string, error) {
+func render(tmpl *template.Template, modelfileSystem string, msgs []Message, thinks bool, think *bool) (string, error) {
 	// Ollama's chat handler: the Modelfile SYSTEM applies only when the request brings no system message first.
 	if modelfileSystem != "" && (len(msgs) == 0 || msgs[0].Role != "system") {
 		msgs = append([]Message{{Role: "system", Content: modelfileSystem}}, msgs...)
 	}
 	system, collated := collate(msgs)
+	if thinks && think == nil {
+		t := true
+		think = &t
+	}
+	thinkVal, thinkLevel := false, ""
+	if think != nil && *think {
+		thinkVal, thinkLevel = true, "medium"
+	}
 	var b bytes.Buffer
 	err := tmpl.Execute(&b, map[string]any{
 		"System":      system,
 		"Messages":    collated,
 		"Tools":       nil,
 		"Response":    "",
-		"Think":       false,
-		"IsThinkSet":  false,
+		"Think":       thinkVal,
+		"ThinkLevel":  thinkLevel,
+		"IsThinkSet":  think != nil,
 		"Query":       "",
 		"Document":    "",
 		"Instruction": "",
@@ -179,8 +244,10 @@ func main() {
 		fail("template does not use .Messages; only Messages-style templates are rendered (Ollama's legacy " +
 			".Prompt/.Response path is not reproduced)")
 	}
+	thinks := false
+	thinkingTags(tmpl.Tree.Root, false, nil, &thinks)
 	if in.Cases == nil {
-		out, err := render(tmpl, in.System, in.Messages)
+		out, err := render(tmpl, in.System, in.Messages, thinks, in.Think)
 		if err != nil {
 			fail("template execution failed: %v", err)
 		}
@@ -189,7 +256,7 @@ func main() {
 	}
 	outputs := make([]string, len(in.Cases))
 	for i, c := range in.Cases {
-		out, err := render(tmpl, c.System, c.Messages)
+		out, err := render(tmpl, c.System, c.Messages, thinks, c.Think)
 		if err != nil {
 			fail("case %d: template execution failed: %v", i+1, err)
 		}
@@ -197,7 +264,7 @@ func main() {
 	}
 	enc := json.NewEncoder(os.Stdout)
 	enc.SetEscapeHTML(false)
-	if err := enc.Encode(map[string]any{"outputs": outputs}); err != nil {
+	if err := enc.Encode(map[string]any{"outputs": outputs, "thinking": thinks}); err != nil {
 		fail("writing output: %v", err)
 	}
 }
