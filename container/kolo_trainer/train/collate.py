@@ -5,10 +5,17 @@ a random batch spends most of its compute on padding. Two ways out, both kept he
 
 * default: a length-grouped sampler (rows of similar length share a batch; order still shuffled between
   groups) and padding only to the longest row *of the batch*;
-* ``--packing``: padding-free. The batch is concatenated into one ``[1, total]`` row with ``position_ids`` that
-  restart at every row; transformers >= 4.53 turns restarting position_ids into a block-diagonal causal mask for
-  sdpa/eager (``masking_utils.find_packed_sequence_indices``) and into varlen kernels for flash attention, so rows
-  never attend to each other.
+* ``--packing``: padding-free. The batch is concatenated into one ``[1, total]`` row that carries both ways the
+  two backends recognise packed rows, so rows never attend to each other on either:
+
+  - ``position_ids`` restarting at every row: transformers >= 4.53 (the hf backend) turns them into a
+    block-diagonal causal mask for sdpa/eager (``masking_utils.find_packed_sequence_indices``) and into varlen
+    kernels for flash attention;
+  - ``packed_seq_lengths`` (int32, one length per row, summing to ``total``): unsloth's attention ignores
+    position_ids for this and isolates rows only from this tensor (``unsloth.utils.packing.
+    get_packed_info_from_kwargs``, what its own TRL collator wrapper adds). Its presence also stops unsloth's
+    LlamaModel forward from cutting ``input_ids`` to ``max_seq_length`` (which would leave the labels uncut).
+    transformers' models take it in ``**kwargs`` and ignore it.
 
 torch is imported inside functions so that this module can be imported (and unit-tested for its pure parts)
 without it.
@@ -71,11 +78,17 @@ class PadCollator:
 
 
 class FlattenCollator:
-    """Padding-free: one ``[1, total]`` row, ``position_ids`` restarting per row, no attention_mask.
+    """Padding-free: one ``[1, total]`` row, ``position_ids`` restarting per row, ``packed_seq_lengths``, no
+    attention_mask (see the module docstring for which backend reads what).
 
     The first label of every row is set to IGNORE: after the model's internal shift it is the target of the
-    *previous* row's last token, which must not learn to predict the next row's start.
+    *previous* row's last token, which must not learn to predict the next row's start. ``max_length`` cuts a
+    longer row's input_ids and labels at the same token (rows normally arrive cut already; this keeps the two
+    aligned whatever the caller did).
     """
+
+    def __init__(self, max_length: int | None = None):
+        self.max_length = max_length
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         import torch
@@ -83,15 +96,25 @@ class FlattenCollator:
         ids: list[int] = []
         labels: list[int] = []
         pos: list[int] = []
+        seq_lengths: list[int] = []
         for f in features:
-            k = len(f["input_ids"])
-            ids += f["input_ids"]
-            labels += [IGNORE] + list(f["labels"][1:])
+            row_ids, row_labels = list(f["input_ids"]), list(f["labels"])
+            if len(row_ids) != len(row_labels):
+                raise ValueError(f"a row has {len(row_ids)} input_ids but {len(row_labels)} labels")
+            if self.max_length:
+                row_ids, row_labels = row_ids[:self.max_length], row_labels[:self.max_length]
+            k = len(row_ids)
+            if k == 0:
+                continue  # a zero length would make an empty segment, which unsloth's varlen kernels reject
+            ids += row_ids
+            labels += [IGNORE] + row_labels[1:]
             pos += list(range(k))
+            seq_lengths.append(k)
         return {
             "input_ids": torch.tensor([ids], dtype=torch.long),
             "labels": torch.tensor([labels], dtype=torch.long),
             "position_ids": torch.tensor([pos], dtype=torch.long),
+            "packed_seq_lengths": torch.tensor(seq_lengths, dtype=torch.int32),
         }
 
 
