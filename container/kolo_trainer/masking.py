@@ -82,8 +82,14 @@ def _trained_part(segment: str, content: str) -> str:
 
 
 def assistant_spans(jinja: str, messages: list[dict], **render_kwargs: Any) -> tuple[str, list[tuple[int, int]]]:
-    """The full rendering of ``messages`` and the character spans to train on (one per assistant message)."""
-    from .templates import TemplateError, render
+    """The full rendering of ``messages`` and the character spans to train on (one per assistant message).
+
+    Messages go through ``templates.prepare_messages`` first (the trimming rule), so contents are searched as
+    the template renders them.
+    """
+    from .templates import TemplateError, prepare_messages, render
+
+    messages = prepare_messages(jinja, messages)
 
     def r(msgs: list[dict], agp: bool) -> str:
         try:
@@ -109,16 +115,45 @@ def assistant_spans(jinja: str, messages: list[dict], **render_kwargs: Any) -> t
         part = _trained_part(turn[start:], m["content"])
         if not part:
             continue
-        if start >= cursor and full.startswith(turn[: start + len(part)]):
-            pos = start
-        else:
-            pos = full.find(part, cursor)
-            if pos < 0:
-                raise DataError([f"cannot locate assistant message {i + 1} in the rendered conversation: the "
-                                 "template renders it differently in context; use --chat-template NAME"])
-        spans.append((pos, pos + len(part)))
-        cursor = pos + len(part)
+        span = _locate(full, cursor, turn, start, part, prompt, m["content"])
+        if span is None:
+            raise DataError([f"cannot locate assistant message {i + 1} in the rendered conversation: the "
+                             "template renders it differently in context; use --chat-template NAME"])
+        spans.append(span)
+        cursor = span[1]
     return full, spans
+
+
+def _locate(full: str, cursor: int, turn: str, start: int, part: str, prompt: str,
+            content: str) -> Optional[tuple[int, int]]:
+    """Where the reply ``part`` (as rendered when it is the last turn) sits in the full conversation.
+
+    Templates that render past turns differently (Qwen 3 drops the <think> block of earlier replies; Phi-3.5 ends
+    a finished conversation with eos) do not contain ``part`` verbatim: then the reply starts where its
+    generation prompt ends (or at its content), and ends after its content plus as much of its end-of-turn
+    marker as the full text has (whitespace after the marker excluded, as in :func:`_trained_part`).
+    """
+    if start >= cursor and full.startswith(turn[: start + len(part)]):
+        return start, start + len(part)
+    k = full.find(part, cursor)
+    if k >= 0:
+        return k, k + len(part)
+    if not content:
+        return None
+    begin = len(prompt) if len(prompt) >= cursor and full.startswith(prompt) else full.find(content, cursor)
+    c = full.find(content, max(begin, cursor)) if begin >= 0 else -1
+    if c < 0:
+        return None
+    end = c + len(content)
+    marker = part[part.find(content) + len(content):] if content in part else ""
+    n = 0
+    while n < len(marker) and end + n < len(full) and full[end + n] == marker[n]:
+        n += 1
+    ext = marker[:n]
+    if n < len(marker):  # only whole pieces of the marker: "<|end|>\n<|endoftext|>" vs "<|end|>\n<|user|>"
+        cut = max(ext.rfind(ch) for ch in " \t\n")
+        ext = ext[:cut] if cut >= 0 else ""
+    return begin, end + len(ext.rstrip())
 
 
 def _bos_id_to_add(tokenizer: Any, text: str) -> Optional[int]:
@@ -155,11 +190,15 @@ def _tokenise(tokenizer: Any, text: str, spans: list[tuple[int, int]]) -> tuple[
 
 
 def encode(tokenizer: Any, messages: list[dict], jinja: str, *, train_on_inputs: bool = False,
-           max_length: Optional[int] = None) -> Encoded:
-    """Token ids and labels (-100 = not trained) for one conversation rendered with ``jinja``."""
+           max_length: Optional[int] = None, date: Optional[str] = None) -> Encoded:
+    """Token ids and labels (-100 = not trained) for one conversation rendered with ``jinja``.
+
+    ``date`` (YYYY-MM-DD) is what ``strftime_now`` renders; None means the date the run pinned
+    (``templates.resolve`` pins it for the process), else today.
+    """
     if len(messages) == 1 and messages[0]["role"] == "text":
         return _encode_text(tokenizer, messages[0]["content"], max_length)
-    text, spans = assistant_spans(jinja, messages, **_special_kwargs(tokenizer))
+    text, spans = assistant_spans(jinja, messages, date=date, **_special_kwargs(tokenizer))
     ids, offsets = _tokenise(tokenizer, text, spans)
     labels = [IGNORE] * len(ids)
     if train_on_inputs:

@@ -16,9 +16,25 @@ pytest.importorskip("transformers")
 from kolo_trainer import masking, templates as T  # noqa: E402
 from kolo_trainer.errors import DataError  # noqa: E402
 
-# What a reply must end with, per template: written here, independently of the registry entries.
-END_OF_TURN = {"llama-3": "<|eot_id|>", "chatml": "<|im_end|>", "mistral": "</s>", "gemma": "<end_of_turn>",
-               "phi-3": "<|end|>", "alpaca": "</s>"}
+# What a reply must end with, per template: written here, independently of the registry entries. EOS means the
+# tokenizer's eos_token (the template writes the variable).
+END_OF_TURN = {"llama-3.1": "<|eot_id|>", "llama-3.2": "<|eot_id|>", "qwen-2.5": "<|im_end|>", "qwen-3": "<|im_end|>",
+               "gemma-2": "<end_of_turn>", "gemma-3": "<end_of_turn>", "phi-3.5": "<|end|>", "phi-4": "<|im_end|>",
+               "mistral-v0.3": "EOS", "mistral-nemo": "EOS", "deepseek-r1-distill-llama": "<｜end▁of▁sentence｜>",
+               "deepseek-r1-distill-qwen": "<｜end▁of▁sentence｜>", "smollm3": "<|im_end|>",
+               "granite-3.3": "<|end_of_text|>", "chatml": "<|im_end|>", "alpaca": "</s>"}
+
+
+def expected_replies(tok, name: str, conv: list[dict]) -> list[str]:
+    """The trained text of each reply under the vendor's template, as its documentation describes it."""
+    end = tok.eos_token if END_OF_TURN[name] == "EOS" else END_OF_TURN[name]
+    lead = " " if name == "mistral-v0.3" else ""  # v3: "[/INST] reply</s>"
+    replies = [lead + m["content"] + end for m in conv if m["role"] == "assistant"]
+    if name == "qwen-3":  # the reply after the last question carries an (empty) think block
+        replies[-1] = "<think>\n\n</think>\n\n" + replies[-1]
+    if name == "phi-3.5":  # a finished conversation ends with eos after the last <|end|>
+        replies[-1] += "\n" + tok.eos_token
+    return replies
 
 SYSTEM = "You are Kolo. Answer in one line."
 CONVERSATION = [
@@ -67,8 +83,10 @@ def check_trained_exactly(tok, enc, expected: list[str], prompts=("What is kolo"
     for r, want in zip(rs, expected):
         a, b = offs[r[0] - shift][0], offs[r[-1] - shift][1]
         assert enc.text[a:b] == want
-        # decode() agrees (SentencePiece drops a leading space of the first piece, hence lstrip).
-        assert tok.decode([enc.input_ids[i] for i in r], skip_special_tokens=False).lstrip() == want.lstrip()
+        # decode() agrees up to whitespace (SentencePiece drops a leading space of the first piece and, legacy mode,
+        # writes one after a special token that follows a newline).
+        decoded = tok.decode([enc.input_ids[i] for i in r], skip_special_tokens=False)
+        assert decoded.split() == want.replace("\u2581", " ").split()  # (SentencePiece decodes ▁ as a space)
     assert enc.n_trained == sum(len(r) for r in rs)
     # Nothing of the prompts is trained; everything of the replies is.
     untrained = tok.decode([i for i, lab in zip(enc.input_ids, enc.labels) if lab == masking.IGNORE],
@@ -78,9 +96,15 @@ def check_trained_exactly(tok, enc, expected: list[str], prompts=("What is kolo"
 
 @pytest.mark.parametrize("name", T.names())
 def test_every_registry_template_trains_exactly_the_replies(tok, name):
-    enc = masking.encode(tok, CONVERSATION, T.get(name).jinja)
-    want = [m["content"] + END_OF_TURN[name] for m in CONVERSATION if m["role"] == "assistant"]
-    check_trained_exactly(tok, enc, want)
+    """Every assistant turn of a three-exchange row is found, under every real template (Qwen 3 and Phi-3.5
+    render past turns differently from the last one: the reply is still located in the full text)."""
+    conv = CONVERSATION[1:] if name == "gemma-2" else CONVERSATION  # Gemma 2 refuses system messages
+    enc = masking.encode(tok, conv, T.get(name).jinja)
+    # Gemma 2 has no system prompt; Mistral's v3 templates write it only into a LAST user turn, so a finished
+    # training row never shows it (the vendor's rule, reproduced).
+    no_system = name in ("gemma-2", "mistral-v0.3", "mistral-nemo")
+    check_trained_exactly(tok, enc, expected_replies(tok, name, conv),
+                          prompts=("What is kolo",) if no_system else ("What is kolo", "Answer in one line"))
     # The ids are exactly the tokenisation of the whole rendered conversation, with one BOS.
     plain = tok(enc.text, add_special_tokens=False)["input_ids"]
     assert enc.input_ids in (plain, [tok.bos_token_id] + plain)
@@ -92,7 +116,12 @@ def test_every_registry_template_trains_exactly_the_replies(tok, name):
 def test_without_system_prompt_and_single_turn(tok, name):
     conv = CONVERSATION[1:3]
     enc = masking.encode(tok, conv, T.get(name).jinja)
-    check_trained_exactly(tok, enc, [conv[1]["content"] + END_OF_TURN[name]], prompts=("What is kolo",))
+    check_trained_exactly(tok, enc, expected_replies(tok, name, conv), prompts=("What is kolo",))
+
+
+def test_gemma_2_refuses_a_system_message_with_a_data_error(tok):
+    with pytest.raises(DataError, match="System role not supported"):
+        masking.encode(tok, CONVERSATION, T.get("gemma-2").jinja)
 
 
 def test_trailing_whitespace_after_the_marker_is_not_trained(tok):
@@ -120,8 +149,7 @@ NO_GENERATION_PROMPT = (  # ignores add_generation_prompt: the model must write 
     "{% else %}{{ m['role'] + ': ' + m['content'] + '\\n' }}{% endif %}{% endfor %}"
 )
 
-TRIMMING_LLAMA = T.get("llama-3").jinja.replace("message['content'] + '<|eot_id|>'",
-                                                "message['content'] | trim + '<|eot_id|>'")
+TRIMMING_LLAMA = T.get("llama-3.1").jinja  # Meta's template trims every content
 
 
 def test_model_template_that_rerenders_earlier_turns(tok):
@@ -195,7 +223,7 @@ def test_preview_marks_the_trained_tokens(tok, tmp_path, capsys):
     assert main(argv + ["--chat-template", "gemma"]) == 0
     out = capsys.readouterr().out
     assert "[[A fine-tuning tool (ASSISTANT-ONE).<end_of_turn>]]\n<start_of_turn>user" in out
-    assert "data/chats.jsonl:1 rendered with chat template 'gemma'" in out and " trained" in out
+    assert "data/chats.jsonl:1 rendered with chat template 'gemma-3'" in out and " trained" in out
     # By default the model's own template (chatml, saved with the tokenizer), proven equal to the registry's.
     assert main(argv) == 0
     out = capsys.readouterr().out
