@@ -12,7 +12,12 @@ anything else imports transformers.
 from __future__ import annotations
 
 import importlib.metadata as md
+import os
+import re
+import shutil
+import subprocess
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ..errors import KoloError, OptionsError
@@ -45,15 +50,109 @@ class Loaded:
     revision: str | None = None
 
 
-def detect_device() -> Device:
+#: torch 2.14.1 from PyPI is a CUDA 13.0 build, and the image's llama.cpp is compiled with CUDA 13: both need an
+#: NVIDIA driver of the 580 series or newer. One constant for the trainer, ``kolo doctor`` and the GPU smoke check.
+MIN_NVIDIA_DRIVER = 580
+
+
+@dataclass
+class CudaProbe:
+    """What this machine says about CUDA: torch's answer plus the NVIDIA driver's own traces."""
+
+    torch_cuda: str | None  # torch.version.cuda: None for a CPU-only torch build
+    available: bool  # torch.cuda.is_available()
+    init_error: str  # why torch could not initialise CUDA ("" when it could, or did not try)
+    nvidia_present: bool  # an NVIDIA kernel driver / device node exists
+    driver: str | None  # the driver version, e.g. "575.57.08"
+
+
+def nvidia_driver_version() -> str | None:
+    """The NVIDIA kernel driver's version from /proc (no subprocess), else from nvidia-smi; None without one."""
+    try:
+        m = re.search(r"Kernel Module(?: for \S+)?\s+(\d+\.\d+(?:\.\d+)?)",
+                      Path("/proc/driver/nvidia/version").read_text())
+        if m:
+            return m.group(1)
+    except OSError:
+        pass
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return None
+    try:
+        out = subprocess.run([smi, "--query-gpu=driver_version", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=30).stdout.strip().splitlines()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out[0].strip() if out and re.match(r"^\d+\.", out[0].strip()) else None
+
+
+def driver_problem(version: str | None) -> str | None:
+    """Why this driver cannot run kolo's CUDA 13 builds, or None when it can (or is unknown)."""
+    if not version:
+        return None
+    try:
+        major = int(version.split(".")[0])
+    except ValueError:
+        return None
+    if major < MIN_NVIDIA_DRIVER:
+        return (f"NVIDIA driver {version} is older than {MIN_NVIDIA_DRIVER}, the minimum for CUDA 13.0 "
+                f"(torch 2.14 cu130 and kolo's llama.cpp build)")
+    return None
+
+
+def nvidia_present() -> bool:
+    """An NVIDIA GPU is meant to be used here: its kernel driver or a device node exists, and CUDA_VISIBLE_DEVICES
+    does not hide every GPU on purpose. Light: no torch, no subprocess."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES") in ("", "-1"):
+        return False
+    return Path("/proc/driver/nvidia/version").exists() or any(Path("/dev").glob("nvidia[0-9]*"))
+
+
+def probe_cuda() -> CudaProbe:
     import torch
 
-    if torch.cuda.is_available():
+    present = nvidia_present()
+    available = bool(torch.cuda.is_available())
+    error = ""
+    if not available and present and torch.version.cuda:
+        try:  # is_available() swallows the reason; init() raises it
+            torch.cuda.init()
+        except Exception as e:
+            error = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return CudaProbe(torch.version.cuda, available, error, present, nvidia_driver_version() if present else None)
+
+
+def detect_device(probe: CudaProbe | None = None) -> Device:
+    """cuda when torch can use the GPU, cpu when there is none; a KoloError when there is one torch cannot start.
+
+    Training a 1B model on the CPU because the driver is too old would run for days without a word, so an NVIDIA
+    driver that is present but unusable for this CUDA build of torch stops the run instead.
+    """
+    p = probe or probe_cuda()
+    if p.available:
+        import torch
+
         return Device("cuda", torch.cuda.get_device_name(0), bool(torch.cuda.is_bf16_supported()))
+    if p.nvidia_present and p.torch_cuda:
+        why = driver_problem(p.driver) or f"torch (CUDA {p.torch_cuda}) cannot initialise the GPU"
+        raise KoloError(f"an NVIDIA GPU is present but unusable: {why}"
+                        + (f" ({p.init_error})" if p.init_error else ""),
+                        hint=f"install NVIDIA driver >= {MIN_NVIDIA_DRIVER} (`nvidia-smi` shows the version) and "
+                             "restart; or hide the GPU (CUDA_VISIBLE_DEVICES= / a container without --gpus) to "
+                             "train on the CPU on purpose")
     return Device("cpu", "cpu", False)
 
 
+def unsloth_environment() -> None:
+    """Settings unsloth reads at import time: no usage statistics sent to the hub, and its generated kernels in
+    kolo's cache instead of ``unsloth_compiled_cache/`` in the working directory (the data root)."""
+    os.environ.setdefault("UNSLOTH_DISABLE_STATISTICS", "1")
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kolo" / "unsloth_compiled_cache"
+    os.environ.setdefault("UNSLOTH_COMPILE_LOCATION", str(cache))
+
+
 def _unsloth_importable() -> tuple[bool, str]:
+    unsloth_environment()
     try:
         import unsloth  # noqa: F401  (imported for its patches; must precede transformers)
     except Exception as e:  # ImportError, or unsloth's own "no GPU" NotImplementedError
@@ -154,11 +253,39 @@ def _count(model: Any) -> tuple[int, int]:
     return trainable, total
 
 
+def _first_line(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
 def _load_error(path: str, e: Exception) -> KoloError:
-    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    return KoloError(f"cannot load base model {path!r}: {first}",
+    return KoloError(f"cannot load base model {path!r}: {_first_line(e)}",
                      hint="check --base-model: a folder under the data root (e.g. models/tiny) or a Hugging Face id "
                           "that is already in the cache (this machine may have no network)")
+
+
+def unsloth_error(stage: str, path: str, e: Exception, modules_to_save: list[str]) -> KoloError | None:
+    """The kolo error for what unsloth raised while loading (``stage`` "load") or adding LoRA ("peft"); None for
+    an exception that is not the user's to fix (a bug: let it surface).
+
+    unsloth reports an unsupported or broken model with RuntimeError and a modules_to_save other than lm_head /
+    embed_tokens with TypeError, where transformers/peft use OSError/ValueError; without this they are tracebacks.
+    """
+    if isinstance(e, (OSError, ValueError, KeyError)) or (stage == "load" and isinstance(e, RuntimeError)):
+        err = _load_error(path, e)
+        if isinstance(e, RuntimeError):
+            err.hint = ("unsloth cannot load this model; check --base-model, or train it with --backend hf "
+                        "(transformers + peft support more architectures)")
+        return err
+    if stage == "peft" and isinstance(e, TypeError) and modules_to_save:
+        bad = [m for m in modules_to_save if m not in ("lm_head", "embed_tokens")]
+        if bad:
+            return OptionsError([f"--modules-to-save {', '.join(bad)}: the unsloth backend trains only lm_head and "
+                                 f"embed_tokens fully ({_first_line(e)})"],
+                                hint="use --modules-to-save lm_head / embed_tokens, or --backend hf")
+    if stage == "peft" and isinstance(e, TypeError):
+        return KoloError(f"unsloth cannot add LoRA adapters to {path!r}: {_first_line(e)}",
+                         hint="check --target-modules / --lora-rank, or use --backend hf")
+    return None
 
 
 def load_hf(path: str, opts: Any, device: Device, local_only: bool) -> Loaded:
@@ -221,6 +348,7 @@ def _check_modules_to_save(model: Any, wanted: list[str]) -> None:
 
 def load_unsloth(path: str, opts: Any, device: Device, local_only: bool) -> Loaded:
     """unsloth's FastLanguageModel: 4-bit loading for qlora, its own offloaded gradient checkpointing."""
+    unsloth_environment()
     from unsloth import FastLanguageModel  # first: it patches transformers/peft on import
 
     dtype_name, bf16, fp16 = precision(device, opts.method, opts.bf16)
@@ -239,29 +367,41 @@ def load_unsloth(path: str, opts: Any, device: Device, local_only: bool) -> Load
             use_gradient_checkpointing=gc_mode,
             random_state=opts.seed,
             local_files_only=local_only,
+            # Without it unsloth swaps the repo (e.g. to its "-unsloth-bnb-4bit" copy, or unsloth/* for
+            # meta-llama/*): the run would train another model than the manifest's id and revision say.
+            use_exact_model_name=True,
         )
-    except (OSError, ValueError, KeyError) as e:
-        raise _load_error(path, e) from None
+    except Exception as e:
+        mapped = unsloth_error("load", path, e, opts.modules_to_save)
+        if mapped is None:
+            raise
+        raise mapped from None
     revision = getattr(getattr(model, "config", None), "_commit_hash", None)
     targets: list[str] = []
     if opts.method in ("lora", "qlora"):
         targets = resolve_targets(model, opts.target_modules)
         _check_modules_to_save(model, opts.modules_to_save)
-        model = FastLanguageModel.get_peft_model(
-            model,
-            r=opts.lora_rank,
-            target_modules=targets,
-            lora_alpha=opts.lora_alpha,
-            lora_dropout=opts.lora_dropout,
-            bias="none",
-            use_gradient_checkpointing=gc_mode,
-            random_state=opts.seed,
-            use_rslora=opts.use_rslora,
-            modules_to_save=list(opts.modules_to_save) or None,
-        )
+        try:
+            model = FastLanguageModel.get_peft_model(
+                model,
+                r=opts.lora_rank,
+                target_modules=targets,
+                lora_alpha=opts.lora_alpha,
+                lora_dropout=opts.lora_dropout,
+                bias="none",
+                use_gradient_checkpointing=gc_mode,
+                random_state=opts.seed,
+                use_rslora=opts.use_rslora,
+                modules_to_save=list(opts.modules_to_save) or None,
+            )
+        except Exception as e:
+            mapped = unsloth_error("peft", path, e, opts.modules_to_save)
+            if mapped is None:
+                raise
+            raise mapped from None
     cfg = getattr(model, "config", None)
     if cfg is not None:
-        cfg.use_cache = False  # as in load_hf: and packed rows are only isolated without a KV cache
+        cfg.use_cache = False  # as in load_hf; unsloth also drops packed-row isolation when a KV cache is on
     # unsloth may return a tokenizer wrapper (processor) for some models; the text tokenizer is what we need.
     tokenizer = getattr(tokenizer, "tokenizer", tokenizer)
     trainable, total = _count(model)
@@ -281,6 +421,21 @@ def for_inference(loaded: Loaded) -> None:
         cfg.use_cache = True
 
 
+def _xformers_in_use() -> str | None:
+    """The xformers version unsloth actually loaded, else why not. PyPI's xformers wheels are built for another
+    torch/CUDA than the image's cu130 torch; unsloth then falls back to SDPA, and the manifest must say so."""
+    try:
+        installed = md.version("xformers")
+    except md.PackageNotFoundError:
+        return None
+    try:
+        from unsloth.models import _utils as unsloth_utils
+    except Exception:
+        return f"{installed} (not loaded: unsloth does not import)"
+    loaded = getattr(unsloth_utils, "xformers_version", None)
+    return str(loaded) if loaded else f"{installed} (installed, not loaded: built for another torch/CUDA)"
+
+
 def versions(backend: str, method: str) -> dict[str, str | None]:
     import platform
 
@@ -288,7 +443,7 @@ def versions(backend: str, method: str) -> dict[str, str | None]:
 
     names = ["torch", "transformers", "peft", "accelerate", "safetensors", "tokenizers", "sentencepiece"]
     if backend == "unsloth":
-        names += ["unsloth", "unsloth_zoo", "trl", "xformers"]
+        names += ["unsloth", "unsloth_zoo", "trl"]
     if method == "qlora":
         names.append("bitsandbytes")
     out: dict[str, str | None] = {"python": platform.python_version(), "kolo_trainer": __version__}
@@ -297,4 +452,6 @@ def versions(backend: str, method: str) -> dict[str, str | None]:
             out[n] = md.version(n)
         except md.PackageNotFoundError:
             out[n] = None
+    if backend == "unsloth":
+        out["xformers"] = _xformers_in_use()
     return out
