@@ -160,7 +160,7 @@ class TrainOptions(_Options):
     @field_validator("output_dir")
     @classmethod
     def _one_level(cls, v: str) -> str:
-        names.check_plain(v)
+        names.check_run_name(v)
         return v
 
     @field_validator("base_model", "chat_template")
@@ -196,5 +196,5 @@ class ExportOptions(_Options):
     @field_validator("output_dir")
     @classmethod
     def _name(cls, v: str) -> str:
-        names.check_plain(v)
+        names.check_run_name(v)
         return v

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import reprlib
 import os
 import typing
 from dataclasses import dataclass
@@ -103,7 +104,8 @@ def to_argv(model: type[BaseModel], values: dict[str, Any]) -> list[str]:
     """Turn explicitly-given option values into argv, the inverse of :func:`build_parser`.
 
     Only the keys present in ``values`` are emitted, in declaration order, so an explicit ``0`` or ``False``
-    survives (it is a value, not "unset") and defaults stay the trainer's business.
+    survives (it is a value, not "unset") and defaults stay the trainer's business. Every value travels glued to
+    its flag (``--base-model=-h``): a value that starts with ``-`` is then data, never re-parsed as an option.
     """
     infos = {i.name: i for i in describe(model)}
     unknown = sorted(set(values) - set(infos))
@@ -119,12 +121,11 @@ def to_argv(model: type[BaseModel], values: dict[str, Any]) -> list[str]:
         if info.kind == "bool":
             argv.append(info.flag if value else info.negative_flag)
         elif info.kind == "list":
-            for item in value:
-                argv += [info.flag, str(item)]
+            argv += [f"{info.flag}={item}" for item in value]
         elif info.kind == "float":
-            argv += [info.flag, repr(float(value))]
+            argv.append(f"{info.flag}={float(value)!r}")
         else:
-            argv += [info.flag, str(value)]
+            argv.append(f"{info.flag}={value}")
     return argv
 
 
@@ -137,7 +138,8 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser(model: type[BaseModel], prog: str, description: str = "") -> argparse.ArgumentParser:
     """An argparse parser whose namespace holds only the options actually given (``argparse.SUPPRESS``)."""
-    p = _Parser(prog=prog, description=description, argument_default=argparse.SUPPRESS)
+    # allow_abbrev=False: a prefix of a flag is an error, not silently another option.
+    p = _Parser(prog=prog, description=description, argument_default=argparse.SUPPRESS, allow_abbrev=False)
     for info in describe(model):
         if info.kind == "bool":
             p.add_argument(info.flag, dest=info.name, action=argparse.BooleanOptionalAction, help=info.help)
@@ -169,18 +171,46 @@ def parse_argv(model: type[BaseModel], argv: list[str], prog: str = "kolo_traine
 # ---------------------------------------------------------------------------------------------- YAML
 
 
+#: A config file is a short list of options: bound what is read and how far YAML aliases may expand, so a file
+#: like /dev/zero or an alias bomb ("billion laughs") is refused instead of filling memory.
+MAX_CONFIG_BYTES = 1 << 20
+MAX_CONFIG_ALIASES = 100
+
+
+def _read_config(path: Path) -> str:
+    import stat
+
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise OptionsError([f"{path}: config file not found"]) from None
+    except OSError as e:
+        raise OptionsError([f"{path}: cannot read config ({e.strerror or e})"]) from None
+    if not stat.S_ISREG(st.st_mode):
+        raise OptionsError([f"{path}: not a regular file; give a YAML file"])
+    if st.st_size > MAX_CONFIG_BYTES:
+        raise OptionsError([f"{path}: {st.st_size} bytes is too big for a config file (at most {MAX_CONFIG_BYTES})"])
+    try:
+        with open(path, "rb") as f:
+            return f.read(MAX_CONFIG_BYTES + 1).decode("utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise OptionsError([f"{path}: cannot read config ({e})"]) from None
+
+
+def _count_aliases(yaml: Any, text: str, path: Path) -> None:
+    n = sum(isinstance(ev, yaml.AliasEvent) for ev in yaml.parse(text, Loader=yaml.SafeLoader))
+    if n > MAX_CONFIG_ALIASES:
+        raise OptionsError([f"{path}: {n} YAML aliases (*name); a config file may use at most {MAX_CONFIG_ALIASES}"])
+
+
 def load_yaml(model: type[BaseModel], path: str | Path) -> dict[str, Any]:
     """Read a YAML config; keys are option names (``lora_rank`` or ``lora-rank``). Unknown keys are errors."""
     import yaml  # PyYAML: light, and only needed when --config is used
 
     path = Path(path)
+    text = _read_config(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise OptionsError([f"{path}: config file not found"]) from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise OptionsError([f"{path}: cannot read config ({e})"]) from None
-    try:
+        _count_aliases(yaml, text, path)
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
@@ -215,12 +245,20 @@ def _describe_error(model: type[BaseModel], err: dict) -> str:
     msg = err.get("msg", "invalid value")
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
-    given = err.get("input")
+    given = _shown_value(err.get("input"))
     if err.get("type") == "extra_forbidden":
         return f"{flag}: unknown option"
     if err.get("type") == "missing":
         return f"{flag}: required"
-    return f"{flag}: {msg[0].lower() + msg[1:]} (got {given!r})"
+    return f"{flag}: {msg[0].lower() + msg[1:]} (got {given})"
+
+
+def _shown_value(value: Any, limit: int = 80) -> str:
+    """A value as a message shows it: repr, cut to ``limit`` characters (a config value can be huge)."""
+    r = reprlib.Repr()  # attributes, not keywords: Python 3.11's Repr takes none
+    r.maxstring, r.maxother, r.maxlist, r.maxdict, r.maxlevel = limit, limit, 6, 6, 2
+    text = r.repr(value)
+    return text if len(text) <= limit + 10 else text[:limit] + "..."
 
 
 def validate(model: type[BaseModel], values: dict[str, Any]) -> BaseModel:

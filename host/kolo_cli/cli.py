@@ -1,8 +1,10 @@
 """The `kolo` command: a typer app whose verbs live in kolo_cli/commands/<group>.py.
 
 Each commands module exposes ``register(app)``. This module only wires global options and the single error
-handler: a KoloError prints one short coloured message (plus a hint naming the fix) and exits with its code; a
-traceback appears only with ``--debug``. Heavy imports (docker SDK, httpx) happen inside the verbs.
+handler (:func:`main`): a KoloError prints one short coloured message (plus a hint naming the fix) and exits with
+its code; an OSError (disk full, read-only, permission) is turned into one too; anything else is reported as an
+internal error in one line. A traceback appears only with ``--debug``. User text is always printed inert
+(``kolo_cli.console``). Heavy imports (docker SDK, httpx) happen inside the verbs.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Optional
 
 import typer
 
-from kolo_trainer.errors import KoloError
+from kolo_trainer.errors import KoloError, NameError_
 
 from .optionflags import LazyTyperGroup, click_command
 from .state import STATE
@@ -49,6 +51,11 @@ def _root(
             raise KoloError(f"--runtime must be docker or local, not {runtime!r}")
         STATE.runtime = runtime
     if data_root is not None:
+        if not str(data_root).strip() or str(data_root) == ".":
+            # typer turns '' into Path('.'): an empty --data-root must not silently mean the current folder.
+            raw = _raw_option("--data-root")
+            if raw is not None and not raw.strip():
+                raise NameError_("--data-root is empty", hint="give a folder: --data-root DIR (or set KOLO_DATA)")
         STATE.data_root = data_root
     if container is not None:
         STATE.container = container
@@ -65,13 +72,21 @@ for _name in COMMAND_MODULES:
     _mod.register(app)
 
 
-def report(e: KoloError) -> None:
-    from rich.console import Console
+def _raw_option(flag: str) -> str | None:
+    """The value given for ``flag`` on the command line as typed (``--flag V`` or ``--flag=V``), else None."""
+    args = sys.argv[1:]
+    for i, a in enumerate(args):
+        if a == flag and i + 1 < len(args):
+            return args[i + 1]
+        if a.startswith(flag + "="):
+            return a[len(flag) + 1:]
+    return None
 
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
-    err.print(f"[bold red]error:[/] {e.message}", markup=True)
-    if e.hint:
-        err.print(f"[yellow]hint:[/] {e.hint}", markup=True)
+
+def report(e: KoloError) -> None:
+    from .console import report as _report
+
+    _report(e.message, e.hint)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,6 +103,14 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except SystemExit as e:  # typer.Exit / click exits with a code
         return int(e.code or 0)
+    except OSError as e:  # disk full, read-only data root, permissions: a message, not a traceback
+        if debug:
+            raise
+        from kolo_trainer.runfolder import os_error
+
+        err = os_error(e, "kolo could not finish")
+        report(err)
+        return err.exit_code
     except Exception as e:  # click usage errors and friends (typer vendors click as typer._click)
         from typer._click import exceptions as click_exc
 
@@ -100,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
             return 130
         if debug:
             raise
-        print(f"error: {type(e).__name__}: {e} (run with --debug for a traceback)", file=sys.stderr)
+        first = (str(e).splitlines() or [""])[0][:300]
+        report(KoloError(f"internal error: {type(e).__name__}: {first}",
+                         hint="run the command again with --debug for a traceback, and report it"))
         return 1
     return rc if isinstance(rc, int) else 0

@@ -118,7 +118,7 @@ def test_sigkill_then_resume_ends_at_planned_step(kolo, root: Path) -> None:
     holder = json.loads((run / ".lock").read_text())
     assert holder["pid"] == p.pid and holder["host"] == socket.gethostname()
     assert json.loads((run / "kolo.json").read_text())["status"] == "running"
-    from kolo_trainer.train.main import valid_checkpoints
+    from kolo_trainer.train.checkpoints import valid_checkpoints
 
     last = valid_checkpoints(run / "checkpoints")[-1]
     killed_at = int(last.name.split("-")[1])
@@ -149,7 +149,7 @@ def test_second_run_refused_while_first_runs_and_sigterm_checkpoints(kolo, root:
         th.wait_for(lambda: (run / "train_log.jsonl").exists(), 240, p, "the first logged training step")
         second = kolo("--runtime", "local", "train", *args, timeout=120)
         assert second.returncode == 4, second.stdout + second.stderr
-        assert "in use by another training run" in second.stderr and f"pid {p.pid}" in second.stderr
+        assert "in use by another kolo process" in second.stderr and f"pid {p.pid}" in second.stderr
         # Ctrl-C / SIGTERM: the trainer saves a checkpoint at the end of the step and exits non-zero.
         p.send_signal(signal.SIGTERM)
         out, err = p.communicate(timeout=120)

@@ -159,7 +159,7 @@ def test_second_train_refused_while_first_runs_allowed_after_its_crash(kolo, roo
         second = kolo(*TRAIN, "--output-dir", "shared", "--max-steps", "3", env=LOCAL, timeout=240)
         out = second.stdout + second.stderr
         assert second.returncode == 4, out[-2000:]
-        assert "in use by another training run" in out and "Traceback" not in out
+        assert "in use by another kolo process" in out and "Traceback" not in out
         assert time.monotonic() - t < 120, "the refusal came only after slow work"
         assert first.poll() is None, "the refused second run stopped the first"
         holder = json.loads((run / ".lock").read_text())

@@ -25,27 +25,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .. import manifest, names, progress, spec
+from .. import manifest, progress, spec
 from ..errors import ExportError, OptionsError, VerificationError
 from ..options import ExportOptions
+from ..runfolder import DataRoot
 from . import ollama_template, stages
 
-
-
-def load_run(root: Path, name: str) -> tuple[Path, dict]:
-    """The run folder and its manifest; a clear error for anything that is not a finished training run."""
-    run_dir = names.resolve_under(root, f"outputs/{name}", "output dir")
-    if not run_dir.is_dir():
-        raise ExportError(f"no run {name!r} under {root / 'outputs'}",
-                          "train one first (`kolo train --output-dir NAME ...`), or check the name")
-    data = manifest.load(run_dir)
-    if not data:
-        raise ExportError(f"{run_dir} has no {manifest.MANIFEST}: it is not a kolo training run")
-    status = data.get("status")
-    if status != "finished":
-        raise ExportError(f"run {name!r} did not finish training (status: {status or 'unknown'})",
-                          "resume it with `kolo train --resume ...` or train again")
-    return run_dir, data
 
 
 def method_of(data: dict) -> str:
@@ -56,8 +41,10 @@ def run(argv: list[str]) -> int:
     root_s, rest = spec.pop_data_root(list(argv))
     opts, _explicit = spec.parse_argv(ExportOptions, rest, prog="python -m kolo_trainer export")
     assert isinstance(opts, ExportOptions)
-    root = Path(root_s).resolve()
-    run_dir, data = load_run(root, opts.output_dir)
+    root = DataRoot(root_s).check(writable=True)
+    run = root.run(opts.output_dir, "output dir")
+    data = run.require(finished=True, verb="export", error=ExportError)
+    run_dir = run.path
     method = method_of(data)
     problems = []
     if opts.adapter_only and method == "full":
@@ -78,10 +65,8 @@ def run(argv: list[str]) -> int:
     if problems:
         raise OptionsError(problems)
 
-    from ..train.lock import RunLock
-
-    with RunLock(run_dir, opts.output_dir):
-        ctx = stages.Context(root=root, run_dir=run_dir, name=opts.output_dir, opts=opts, data=data,
+    with run.lock():
+        ctx = stages.Context(root=root.path, run_dir=run_dir, name=opts.output_dir, opts=opts, data=data,
                              stages=dict((data.get("export") or {}).get("stages") or {}))
         # Leftovers of a crashed export (we hold the lock: nobody else is writing them).
         for folder in (run_dir, ctx.gguf_dir):

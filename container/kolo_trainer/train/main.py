@@ -1,8 +1,14 @@
 """``python -m kolo_trainer train [options] --data-root ROOT``: the training pipeline, one function per stage.
 
-check -> lock -> data -> tokenizer + template -> encode -> model -> train -> save -> plot -> sample -> manifest
-[-> export]. Everything a user can get wrong is checked before the first slow step; each stage emits ``stage``
-events (start/done) and the training loop emits ``progress`` events (see ``kolo_trainer.progress``).
+check -> lock -> data -> tokenizer + template -> encode -> model -> train -> save -> plot -> sample -> manifest.
+Everything a user can get wrong is checked before the first slow step (``kolo_trainer.preflight``, the same checks
+the host runs); each stage emits ``stage`` events (start/done) and the training loop emits ``progress`` events (see
+``kolo_trainer.progress``). The run folder is ``kolo_trainer.runfolder``'s.
+
+Export is NOT run from here: ``--quantization`` is recorded, and the caller (``kolo train`` on the host, the job
+server) starts ``python -m kolo_trainer export`` as a separate process once training exits 0. So a trainer's
+patched model code (unsloth's Triton kernels) never reaches export's CPU reference model, and neither package
+imports the other.
 """
 
 from __future__ import annotations
@@ -17,13 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import manifest, names, progress, spec
+from .. import manifest, preflight, progress, spec
 from ..errors import KoloError, OptionsError, OutputExistsError
 from ..options import TrainOptions
+from ..runfolder import EXPORT_ENTRIES, DataRoot, Run
+from .checkpoints import valid_checkpoints
 
 PROG = "python -m kolo_trainer train"
-#: a base model given as a path under the data root starts with one of these (anything else is a hub id)
-LOCAL_PREFIXES = ("models/", "./", "outputs/")
 
 
 @dataclass
@@ -32,8 +38,8 @@ class Ctx:
 
     opts: TrainOptions
     explicit: dict
-    root: Path
-    run_dir: Path
+    root_obj: DataRoot
+    run: Run
     t0: float = field(default_factory=time.perf_counter)
     timings: dict = field(default_factory=dict)
     train_path: Path | None = None
@@ -55,6 +61,14 @@ class Ctx:
     loaded: Any = None
     manifest_started: bool = False
     peak_gpu_before: int | None = None
+
+    @property
+    def root(self) -> Path:
+        return self.root_obj.path
+
+    @property
+    def run_dir(self) -> Path:
+        return self.run.path
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -100,70 +114,13 @@ def _messages(row: Any) -> list[dict]:
     return [dict(m) for m in msgs]
 
 
-def valid_checkpoints(ckpt_dir: Path) -> list[Path]:
-    """Checkpoints that were written completely, oldest first. Trainer writes trainer_state.json last, so a
-    folder without it is what a kill during saving left behind."""
-    out = []
-    if ckpt_dir.is_dir():
-        for p in ckpt_dir.glob("checkpoint-*"):
-            suffix = p.name.split("-", 1)[1]
-            if p.is_dir() and suffix.isdigit() and (p / "trainer_state.json").exists():
-                out.append(p)
-    return sorted(out, key=lambda p: int(p.name.split("-", 1)[1]))
-
-
 # ------------------------------------------------------------------------------------------------ stages
 
 
 def stage_check(ctx: Ctx) -> None:
     """Every path and option combination, all problems at once, before anything is loaded or locked."""
-    o, root = ctx.opts, ctx.root
-    problems: list[str] = []
-    if not root.is_dir():
-        raise KoloError(f"data root {root} does not exist",
-                        hint="create it (kolo data add FILE creates it) or pass --data-root / set KOLO_DATA")
-    try:
-        ctx.train_path = names.resolve_under(root, o.train_data, "--train-data")
-        if not ctx.train_path.is_file():
-            problems.append(f"--train-data: {o.train_data}: file not found under the data root {root} "
-                            "(copy it in with `kolo data add FILE`)")
-    except KoloError as e:
-        problems.append(e.message)
-    if o.eval_data is not None:
-        try:
-            ctx.eval_path = names.resolve_under(root, o.eval_data, "--eval-data")
-            if not ctx.eval_path.is_file():
-                problems.append(f"--eval-data: {o.eval_data}: file not found under the data root {root}")
-        except KoloError as e:
-            problems.append(e.message)
-        if o.eval_split > 0:
-            problems.append("--eval-data and --eval-split exclude each other; give one")
-    bm = o.base_model.strip()
-    looks_local = bm.startswith(LOCAL_PREFIXES) or bm.startswith(("/", "\\", "..")) or bm.count("/") > 1
-    if looks_local or (root / bm).exists():
-        try:
-            p = names.resolve_under(root, bm, "--base-model")
-            if not (p / "config.json").is_file():
-                what = "folder not found" if not p.exists() else "folder has no config.json (not a HF model)"
-                problems.append(f"--base-model: {bm}: {what} under the data root {root} "
-                                "(the demo model is built by `python -m kolo_trainer make-tiny-model`)")
-            ctx.base_local = p
-        except KoloError as e:
-            problems.append(e.message)
-    if o.resume and o.overwrite:
-        problems.append("--resume and --overwrite exclude each other: continue the run, or replace it")
-    has_eval = o.eval_data is not None or o.eval_split > 0
-    if o.early_stopping_patience and not has_eval:
-        problems.append("--early-stopping-patience needs eval data: add --eval-split 0.05 or --eval-data FILE")
-    if o.report_to != "none":
-        import importlib.util
-
-        mod = {"tensorboard": "tensorboard", "wandb": "wandb"}[o.report_to]
-        if importlib.util.find_spec(mod) is None:
-            problems.append(f"--report-to {o.report_to}: the {mod} package is not installed "
-                            f"(pip install {mod}, or --report-to none)")
-    if problems:
-        raise OptionsError(problems)
+    plan = preflight.train(ctx.root_obj, ctx.opts, environment=True)
+    ctx.train_path, ctx.eval_path, ctx.base_local = plan.train_path, plan.eval_path, plan.base_local
 
 
 def stage_device(ctx: Ctx) -> None:
@@ -177,13 +134,13 @@ def stage_device(ctx: Ctx) -> None:
 
 def stage_lock(ctx: Ctx) -> None:
     """Take the run lock, then decide fresh / resume / refuse from what the folder holds."""
-    from .lock import RunLock
-
     o = ctx.opts
+    ctx.run.check_kind()
     ctx.created_run_dir = not ctx.run_dir.exists()
-    ctx.lock = RunLock(ctx.run_dir, f"outputs/{o.output_dir}").acquire()
+    ctx.lock = ctx.run.lock().acquire()
+    ctx.run.refuse_foreign()  # again, now that nobody else can be writing here
     manifest.clean_stale_tmp(ctx.run_dir)
-    old = manifest.load(ctx.run_dir) if (ctx.run_dir / manifest.MANIFEST).exists() else {}
+    old = ctx.run.manifest()
     status = old.get("status")
     ckpts = valid_checkpoints(ctx.run_dir / "checkpoints")
     has_outputs = (ctx.run_dir / "adapter").exists() or (ctx.run_dir / "model").exists()
@@ -191,6 +148,13 @@ def stage_lock(ctx: Ctx) -> None:
     if o.overwrite:
         return  # cleared in stage_prepare_output, once everything else checked out
     if o.resume:
+        from .checkpoints import incomplete_checkpoints
+
+        skipped = [c.name for c in incomplete_checkpoints(ctx.run_dir / "checkpoints")
+                   if not ckpts or int(c.name.split("-", 1)[1]) > int(ckpts[-1].name.split("-", 1)[1])]
+        if skipped:
+            progress.emit("warning", message=f"{label}: skipping incomplete checkpoint(s) {', '.join(skipped)} "
+                                             "(a file in it is truncated: killed or out of disk while saving)")
         if ckpts:
             ctx.resume_from = str(ckpts[-1])
             changed = [k for k, v in (old.get("options") or {}).items()
@@ -360,17 +324,16 @@ def stage_prepare_output(ctx: Ctx) -> None:
     from .callbacks import truncate_log
 
     o = ctx.opts
-    keep = {".lock"}
     if o.overwrite or not ctx.resume_from:
-        # Overwrite: the whole old run goes (its GGUFs too: they would no longer match). A fresh start in a
-        # folder without checkpoints (e.g. a run that failed early) drops its leftovers the same way.
-        for p in ctx.run_dir.iterdir():
-            if p.name in keep:
-                continue
-            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+        # Overwrite: the old run goes (its GGUFs too: they would no longer match), kolo's own entries only. A
+        # fresh start in a folder without checkpoints (e.g. a run that failed early) drops its leftovers the same way.
+        ctx.run.remove_entries()
     else:
         step = int(Path(ctx.resume_from).name.split("-", 1)[1])
         truncate_log(ctx.run_dir / "train_log.jsonl", step)
+        # The old export came from the old weights: it must never be offered as this run's model again.
+        ctx.run.remove_entries(EXPORT_ENTRIES)
+        manifest.update(ctx.run_dir, export=None)
     ld = ctx.loaded
     base_rel = os.path.relpath(ctx.base_local, ctx.root) if ctx.base_local else None
     manifest.update(
@@ -540,19 +503,6 @@ def stage_sample(ctx: Ctx) -> dict:
     return out
 
 
-def stage_export(ctx: Ctx) -> int:
-    try:
-        from ..export import main as export_main
-    except ImportError as e:
-        raise KoloError(f"training finished, but export is not available here ({e})",
-                        hint=f"run `kolo export {ctx.opts.output_dir}` once it is installed") from None
-    argv = ["--output-dir", ctx.opts.output_dir]
-    for q in ctx.opts.quantization:
-        argv += ["--quantization", q]
-    argv += ["--data-root", str(ctx.root)]
-    return int(export_main.run(argv) or 0)
-
-
 # ------------------------------------------------------------------------------------------------ driver
 
 
@@ -563,8 +513,9 @@ def run(argv: list[str]) -> int:
         spec.build_parser(TrainOptions, PROG, __doc__.splitlines()[0]).print_help()
         return 0
     opts, explicit = spec.parse_argv(TrainOptions, rest, prog=PROG)
-    root = Path(root_s).resolve()
-    ctx = Ctx(opts=opts, explicit=explicit, root=root, run_dir=root / "outputs" / opts.output_dir)
+    root = DataRoot(root_s)
+    run = root.run(opts.output_dir, "--output-dir")
+    ctx = Ctx(opts=opts, explicit=explicit, root_obj=root, run=run)
     try:
         return _run(ctx)
     finally:
@@ -631,14 +582,37 @@ def _run(ctx: Ctx) -> int:
         progress.emit("result", stage="train", output_dir=f"outputs/{ctx.opts.output_dir}",
                       global_step=train_section["global_step"], final_loss=loss, final_eval_loss=eval_loss)
     except KeyboardInterrupt:
-        manifest.update(ctx.run_dir, status="interrupted", timings=ctx.timings)
+        _record_end(ctx, status="interrupted")
         raise
     except BaseException as e:
-        manifest.update(ctx.run_dir, status="failed", error=f"{type(e).__name__}: {e}"[:2000], timings=ctx.timings)
+        _record_end(ctx, status="failed", error=f"{type(e).__name__}: {e}"[:2000])
+        full = _disk_full_error(ctx, e)
+        if full is not None:
+            raise full from e
         raise
-    if ctx.opts.quantization:
-        ctx.lock.release()  # export takes its own look at the folder; the run itself is complete
-        ctx.lock = None
-        with _Timed(ctx, "export"):
-            return stage_export(ctx)
     return 0
+
+
+def _record_end(ctx: Ctx, **fields: Any) -> None:
+    """Mark the manifest; when the disk is full even that can fail, and must not hide the real error."""
+    try:
+        manifest.update(ctx.run_dir, timings=ctx.timings, **fields)
+    except OSError as e:
+        print(f"warning: could not record the run's status in kolo.json ({e.strerror or e})", file=sys.stderr)
+
+
+def _disk_full_error(ctx: Ctx, e: BaseException) -> KoloError | None:
+    """A failed write on a full disk surfaces as many exception types (OSError from safetensors, RuntimeError
+    "file write failed" from torch.save): ask the disk instead of parsing messages."""
+    if isinstance(e, KoloError):
+        return None
+    try:
+        free = shutil.disk_usage(ctx.run_dir).free
+    except OSError:
+        return None
+    if free > 64 * 2**20 and not (isinstance(e, OSError) and e.errno in (28, 122)):  # ENOSPC, EDQUOT
+        return None
+    return KoloError(f"the disk holding the data root ran out of space while training {ctx.run.label} "
+                     f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})",
+                     hint="free some space, then run the same command with --resume to continue from the last "
+                          "complete checkpoint")

@@ -2,7 +2,8 @@
 
 Order of work, so a typo never costs a container start or a model load: merge YAML + flags, validate every option
 AND the files they name (data under the data root, a local base model), report all problems at once, and only
-then touch the runtime. ``--quantization`` is passed through: the trainer exports after training.
+then touch the runtime. With ``--quantization`` the export runs after training, as its own trainer process
+(``kolo_cli.pipeline``).
 """
 
 from __future__ import annotations
@@ -26,53 +27,15 @@ HELP = (
     "--quantization Q4_K_M"
 )
 
-LOCAL_MODEL_PREFIXES = ("models/", "./", "models\\", ".\\")
-
-
-def file_problems(values: dict[str, Any], root: Path) -> list[str]:
-    """Problems with the files the options name, checked on the host data root (which the container mounts)."""
-    from kolo_trainer import names
-
-    problems: list[str] = []
-    for key in ("train_data", "eval_data"):
-        rel = values.get(key)
-        if key == "train_data" and rel is None:
-            from kolo_trainer.options import TrainOptions
-
-            rel = TrainOptions.model_fields["train_data"].default
-        if not isinstance(rel, str):
-            continue
-        try:
-            names.check_relative(rel)
-        except ValueError:
-            continue  # the option validation already reports the bad name
-        path = root / rel
-        if not path.is_file():
-            flag = "--" + key.replace("_", "-")
-            problems.append(f"{flag}: {rel} not found under the data root {root} "
-                            f"(copy it in with `kolo data add FILE`)")
-    base = values.get("base_model")
-    if isinstance(base, str) and base:
-        local = base.startswith(LOCAL_MODEL_PREFIXES)
-        if local:
-            try:
-                names.check_relative(base)
-            except ValueError as e:
-                problems.append(f"--base-model: {e} (got {base!r})")
-                return problems
-            if not (root / base).is_dir():
-                problems.append(f"--base-model: {base} not found under the data root {root} "
-                                f"(put the model folder there, or use a Hugging Face id)")
-    return problems
-
-
-def resolve_options(flags: dict[str, Any], config: Path | None, root: Path,
+def resolve_options(flags: dict[str, Any], config: Path | None, root: Any,
                     check_files: bool = True) -> tuple[Any, dict[str, Any], list[str]]:
-    """(validated TrainOptions, explicit values, file problems) or one OptionsError listing every problem.
+    """(validated TrainOptions, explicit values, path problems) or one OptionsError listing every problem.
 
-    With ``check_files`` False (--dry-run) missing files are returned instead of raised: a dry run shows the
-    command even before the data is in place, and says what is still missing."""
-    from kolo_trainer import spec
+    The checks are ``kolo_trainer.preflight``'s, the same the trainer repeats: option values, the files they name
+    under the data root, the run folder (user files, in use, finished), free disk. With ``check_files`` False
+    (--dry-run) path problems are returned instead of raised: a dry run shows the command even before the data is
+    in place, and says what is still missing."""
+    from kolo_trainer import preflight, spec
     from kolo_trainer.options import TrainOptions
 
     problems: list[str] = []
@@ -82,37 +45,39 @@ def resolve_options(flags: dict[str, Any], config: Path | None, root: Path,
             cfg = spec.load_yaml(TrainOptions, config)
         except OptionsError as e:
             problems += e.problems
-    given = {**cfg, **flags}
     result = explicit = None
     try:
         result, explicit = spec.merge(TrainOptions, cfg, flags)
     except OptionsError as e:
         problems += e.problems
-    missing = file_problems(given, root)
-    if check_files or problems:
-        problems += missing
-    if problems:
-        raise OptionsError(problems, hint="see `kolo train --help`")
+    missing = preflight.path_problems(root, {**cfg, **flags}) if (check_files or problems or
+                                                                  root.path.is_dir()) else []
+    if problems or (check_files and missing):
+        raise OptionsError(problems + (missing if check_files or problems else []), hint="see `kolo train --help`")
+    if check_files:
+        preflight.train(root, result)  # the run folder and the disk (option/path problems are known to be none)
     return result, explicit, missing
 
 
 def train(flags: dict[str, Any], config: Optional[Path], dry_run: bool) -> None:
-    from kolo_trainer.options import TrainOptions
+    from ..pipeline import run_steps, train_steps
+    from ..transport import make_transport
 
-    from ..transport import make_transport, trainer_argv
-
-    root = STATE.root()
-    _, explicit, missing = resolve_options(flags, config, root, check_files=not dry_run)
-    transport = make_transport(STATE.runtime, STATE.container, root, debug=STATE.debug)
-    argv = trainer_argv("train", TrainOptions, explicit, transport.data_root)
+    root = STATE.data()
+    opts, explicit, missing = resolve_options(flags, config, root, check_files=not dry_run)
+    transport = make_transport(STATE.runtime, STATE.container, root.path, debug=STATE.debug)
+    steps = train_steps(opts, explicit, transport.data_root)
     if dry_run:
+        from ..console import warn
+
         for problem in missing:
-            print(f"warning: {problem}", file=sys.stderr)
-        print(transport.dry_run_line(argv))
+            warn(problem)
+        for argv in steps:
+            print(transport.dry_run_line(argv))
         return
     from ..render import make_renderer
 
-    rc = transport.run(argv, make_renderer())
+    rc = run_steps(transport, steps, make_renderer)
     if rc != 0:
         raise typer.Exit(rc)
 

@@ -25,9 +25,9 @@ def test_issue_dry_run_line(kolo):
     assert argv[:2] == ["docker", "exec"] and "kolo" in argv
     i = argv.index("kolo")
     assert argv[i + 1:i + 5] == ["python", "-m", "kolo_trainer", "train"]
-    assert argv[argv.index("--weight-decay") + 1] == "0.0"  # an explicit 0 survives
-    assert argv[argv.index("--output-dir") + 1] == "it's a test"  # one argument
-    assert argv[argv.index("--epochs") + 1] == "3" and argv[argv.index("--lora-rank") + 1] == "16"
+    assert "--weight-decay=0.0" in argv  # an explicit 0 survives
+    assert "--output-dir=it's a test" in argv  # one argument
+    assert "--epochs=3" in argv and "--lora-rank=16" in argv
     assert argv[-2:] == ["--data-root", "/var/kolo_data"]
     assert "warning:" in r.stderr and "data/data.jsonl" in r.stderr  # dry run: says what is still missing
 
@@ -53,9 +53,11 @@ def test_container_option_and_env(kolo):
 
 def test_repeatable_quantization_passes_through(kolo):
     r = kolo("train", "--dry-run", "--quantization", "q4_k_m", "--quantization", "Q8_0")
-    argv = shlex.split(r.stdout)
-    idx = [i for i, a in enumerate(argv) if a == "--quantization"]
-    assert [argv[i + 1] for i in idx] == ["Q4_K_M", "Q8_0"]
+    train, export = (shlex.split(line) for line in r.stdout.splitlines())
+    for argv in (train, export):  # recorded by training, done by its own export process after it
+        assert [a.split("=", 1)[1] for a in argv if a.startswith("--quantization=")] == ["Q4_K_M", "Q8_0"]
+    assert train[train.index("kolo_trainer") + 1] == "train"
+    assert export[export.index("kolo_trainer") + 1:export.index("kolo_trainer") + 3] == ["export", "--output-dir=model"]
 
 
 def test_config_file_and_flags(kolo, tmp_path, data_root):
@@ -65,9 +67,9 @@ def test_config_file_and_flags(kolo, tmp_path, data_root):
     r = kolo("train", "--config", str(cfg), "--weight-decay", "0", "--dry-run")
     assert r.returncode == 0, r.stderr
     argv = shlex.split(r.stdout)
-    assert argv[argv.index("--epochs") + 1] == "7"
-    assert argv[argv.index("--weight-decay") + 1] == "0.0"  # the flag wins over the file
-    assert argv[argv.index("--train-data") + 1] == "data/chats.jsonl"
+    assert "--epochs=7" in argv
+    assert "--weight-decay=0.0" in argv  # the flag wins over the file
+    assert "--train-data=data/chats.jsonl" in argv
 
 
 def test_all_problems_at_once_one_message(kolo, tmp_path):
@@ -98,6 +100,9 @@ def test_local_base_model_must_exist(kolo, data_root):
     r = kolo("--runtime", "local", "train", "--dry-run", "--base-model", "models/tiny")
     assert r.returncode == 0 and "models/tiny not found" in r.stderr
     (data_root / "models" / "tiny").mkdir()
+    r = kolo("--runtime", "local", "train", "--dry-run", "--base-model", "models/tiny")
+    assert r.returncode == 0 and "models/tiny has no config.json" in r.stderr
+    (data_root / "models" / "tiny" / "config.json").write_text("{}")
     r = kolo("--runtime", "local", "train", "--dry-run", "--base-model", "models/tiny")
     assert r.returncode == 0 and r.stderr == ""
     r = kolo("train", "--dry-run", "--base-model", "org/some-hub-model")  # a hub id is not a path

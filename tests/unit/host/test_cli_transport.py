@@ -32,7 +32,7 @@ def test_one_builder_two_transports(tmp_path):
     assert "KOLO_RUN_ID=r1" in cmd and "-it" not in cmd and "-i" not in cmd
     assert local.command(l_argv) == [sys.executable] + l_argv[1:]
     assert trainer_argv("export", ExportOptions, {"output_dir": "r"}, "/d", extra=["--x"]) == [
-        "python", "-m", "kolo_trainer", "export", "--output-dir", "r", "--x", "--data-root", "/d"]
+        "python", "-m", "kolo_trainer", "export", "--output-dir=r", "--x", "--data-root", "/d"]
 
 
 def _drive(tmp_path, *argv, **kw):

@@ -103,9 +103,9 @@ def test_train_shim_dry_run_equals_direct_call(data_root, style):
     assert via_shim.returncode == 0, via_shim.stderr
     assert _norm(via_shim.stdout) == _norm(via_kolo.stdout)
     line = via_kolo.stdout
-    for zero in ("--weight-decay 0", "--warmup-steps 0", "--seed 0", "--lora-dropout 0"):
+    for zero in ("--weight-decay=0", "--warmup-steps=0", "--seed=0", "--lora-dropout=0"):
         assert re.search(re.escape(zero) + r"(\.0)?( |$)", line), zero  # an explicit 0 survives
-    assert "'it'\"'\"'s a; test'" in line  # one argument, quoted, never split or executed
+    assert "'--output-dir=it'\"'\"'s a; test'" in line  # one argument, quoted, never split or executed
     # the shim says what it runs, so Kolo users learn the verbs
     assert "kolo train --epochs 3" in via_shim.stderr
 

@@ -46,7 +46,7 @@ def test_resolve_under_refuses_symlink_escape(tmp_path):
 def test_quote_space_semicolon_names_travel_as_one_argument(name):
     _, explicit = spec.merge(TrainOptions, {}, {"output_dir": name})
     argv = spec.to_argv(TrainOptions, explicit)
-    assert argv == ["--output-dir", name]
+    assert argv == [f"--output-dir={name}"]
     assert shlex.split(shlex.join(argv)) == argv  # what --dry-run prints reads back as the same argv
 
 

@@ -35,7 +35,7 @@ def test_describe_kinds():
 def test_explicit_zero_and_false_survive_to_argv():
     _, explicit = spec.merge(TrainOptions, {}, {"weight_decay": "0", "warmup_steps": "0", "resume": False})
     argv = spec.to_argv(TrainOptions, explicit)
-    assert argv == ["--warmup-steps", "0", "--weight-decay", "0.0", "--no-resume"]
+    assert argv == ["--warmup-steps=0", "--weight-decay=0.0", "--no-resume"]
 
 
 def test_defaults_are_not_sent():
@@ -106,4 +106,20 @@ def test_export_options_require_output_dir():
     with pytest.raises(OptionsError, match="--output-dir: required"):
         spec.merge(ExportOptions, {}, {})
     model, explicit = spec.merge(ExportOptions, {}, {"output_dir": "run1", "verify": False})
-    assert spec.to_argv(ExportOptions, explicit) == ["--output-dir", "run1", "--no-verify"]
+    assert spec.to_argv(ExportOptions, explicit) == ["--output-dir=run1", "--no-verify"]
+
+
+@pytest.mark.parametrize("field, value", [("base_model", "-h"), ("sample_prompt", "--help"), ("output_dir", "-x"),
+                                          ("chat_template", "--version")])
+def test_values_that_look_like_options_stay_values(field, value):
+    """Every value travels glued to its flag, so the trainer's parser never reads it as an option."""
+    _, explicit = spec.merge(TrainOptions, {}, {field: value})
+    argv = spec.to_argv(TrainOptions, explicit)
+    assert argv == [f"{spec.flag_name(field)}={value}"]
+    model, again = spec.parse_argv(TrainOptions, argv)
+    assert again == {field: value} and getattr(model, field) == value
+
+
+def test_flag_prefixes_are_not_options():
+    with pytest.raises(OptionsError, match="unrecognized arguments: --epoch=3"):
+        spec.parse_argv(TrainOptions, ["--epoch=3"])

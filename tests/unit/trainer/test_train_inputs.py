@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from kolo_trainer.spec import pop_data_root as _pop_data_root
-from kolo_trainer.train.main import valid_checkpoints
+from kolo_trainer.train.checkpoints import valid_checkpoints
 
 
 def _train(root: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -40,8 +40,8 @@ def test_every_path_problem_is_reported_at_once_and_nothing_is_written(data_root
     assert r.returncode == 2, r.stderr
     err = r.stderr
     assert "3 problems" in err and "Traceback" not in err
-    assert "--train-data: data/missing.jsonl: file not found" in err
-    assert "--base-model: models/nope: folder not found" in err
+    assert "--train-data: data/missing.jsonl not found" in err
+    assert "--base-model: models/nope not found" in err
     assert "--early-stopping-patience needs eval data" in err
     assert not (data_root / "outputs" / "run").exists()
     assert _snapshot(data_root) == before

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from kolo_trainer.errors import OutputExistsError
-from kolo_trainer.train.lock import RunLock, is_stale
+from kolo_trainer.runlock import RunLock, is_stale
 
 HOLD = """
 import sys, time
-from kolo_trainer.train.lock import RunLock
+from kolo_trainer.runlock import RunLock
 lock = RunLock(sys.argv[1]).acquire()
 print("held", flush=True)
 time.sleep(60)
@@ -103,7 +103,7 @@ def test_a_zombie_or_a_reused_pid_does_not_hold_the_lock() -> None:
     import subprocess
     import time
 
-    from kolo_trainer.train import lock
+    from kolo_trainer import runlock as lock
 
     host = socket.gethostname()
     child = subprocess.Popen(["sleep", "0"])

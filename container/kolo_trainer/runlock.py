@@ -1,6 +1,7 @@
-"""One training run per output folder: ``<run>/.lock`` holding ``{"pid", "host", "started"}``.
+"""One process at a time per run folder (train, export, delete): ``<run>/.lock`` holding ``{"pid", "host", "started"}``.
 
-Two mechanisms, because each covers the other's blind spot:
+Used through :class:`kolo_trainer.runfolder.Run` (``run.lock()``, ``run.holder()``), on the host and in the
+container alike. Two mechanisms, because each covers the other's blind spot:
 
 * ``fcntl.flock`` on the lock file is the real mutual exclusion. The kernel drops it when the process dies
   (SIGKILL and OOM included), so a crashed run never blocks the next one, and two containers that share the data
@@ -9,6 +10,11 @@ Two mechanisms, because each covers the other's blind spot:
   (some network file systems): a lock whose pid is alive on this host is respected, one whose pid is gone is stale
   and taken over. "Alive" means: in /proc, not a zombie, and with the start time recorded in the lock (a reused
   pid is not the holder).
+
+The one liveness rule (:func:`live_holder`, also what :meth:`RunLock.acquire` applies): a lock is held when its
+flock is taken, or when its content names a live process of this host, or a process of another host (a lock
+written inside the kolo container, seen from the host, or the other way round: its pid cannot be checked from
+here, so it is honoured; the refusal says how to remove it if that container is gone).
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import os
 import socket
 from pathlib import Path
 
-from ..errors import OutputExistsError
+from .errors import OutputExistsError
 
 LOCK_NAME = ".lock"
 
@@ -83,6 +89,27 @@ def is_stale(holder: dict | None) -> bool:
     return pid != os.getpid() and not _pid_alive(pid, holder.get("start"))
 
 
+def live_holder(run_dir: str | os.PathLike) -> dict | None:
+    """Who holds ``run_dir/.lock`` by the one rule above, or None when nobody does. Takes nothing."""
+    import fcntl
+
+    path = Path(run_dir) / LOCK_NAME
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as e:
+        if e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+            return read_holder(path) or {"pid": "?", "host": "?"}
+        raise
+    finally:
+        os.close(fd)  # closing drops the shared lock we may have taken
+    holder = read_holder(path)
+    return None if is_stale(holder) else holder
+
+
 class RunLock:
     """Hold ``<run_dir>/.lock`` for the life of the process (or until :meth:`release`)."""
 
@@ -97,7 +124,7 @@ class RunLock:
         if holder:
             who = f" (pid {holder.get('pid')} on {holder.get('host')}, started {holder.get('started')})"
         return OutputExistsError(
-            f"output dir {self.display_name!r} is in use by another training run{who}",
+            f"{self.display_name} is in use by another kolo process{who}",
             hint="wait for it to finish, or pick another --output-dir; if no run is active (e.g. it ran in another "
                  f"container that is gone), delete {self.path}",
         )
