@@ -18,7 +18,7 @@ from . import names
 #: quantizer. Names are case-insensitive on input and normalised to these spellings.
 QUANTIZATIONS = ("F16", "BF16", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_0")
 
-DATA_FORMATS = ("auto", "messages", "sharegpt", "alpaca", "prompt_completion", "text")
+from .data.formats import FORMATS as DATA_FORMATS  # noqa: E402  (the one table: kolo_trainer.data.formats)
 
 
 def _normalise_quant(values: list[str]) -> list[str]:
