@@ -36,13 +36,13 @@ def _normalise_quant(values: list[str]) -> list[str]:
 
 def quantization(value: str) -> str:
     """One quantisation name, normalised (``q4_k_m`` -> ``Q4_K_M``); for verbs that take a single one
-    (ollama-install, lmstudio-install). Raises KoloError with the same wording as the option models."""
-    from .errors import KoloError
+    (ollama-install, lmstudio-install). Raises OptionsError (exit 2) with the same wording as the option models."""
+    from .errors import OptionsError
 
     try:
         return _normalise_quant([value])[0]
     except ValueError as e:
-        raise KoloError(str(e)) from None
+        raise OptionsError([f"--quantization: {e}"]) from None
 
 
 class _Options(BaseModel):

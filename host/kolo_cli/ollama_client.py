@@ -94,7 +94,7 @@ def normalise_url(value: str) -> str:
 def check_model_name(name: str) -> str:
     """Return ``name`` if Ollama accepts it as a model name, else raise a one-line KoloError."""
     if not _NAME_RE.match(name or ""):
-        raise KoloError(f"model name {name!r} is not a valid Ollama name",
+        raise NameError_(f"model name {name!r} is not a valid Ollama name",
                         hint="use letters, digits, '.', '_' and '-', optionally namespace/name:tag "
                              "(e.g. my-model or my-model:q4)")
     return name
@@ -215,7 +215,14 @@ class OllamaClient:
     def tags(self) -> list[str]:
         """Names of the installed models (GET /api/tags)."""
         resp = self._ok(self._request("GET", "/api/tags"), "listing models")
-        return [m.get("name") or m.get("model") for m in resp.json().get("models", [])]
+        try:
+            models = resp.json().get("models", [])
+            return [str(m.get("name") or m.get("model")) for m in models]
+        except (ValueError, AttributeError, TypeError):
+            # Something answers on that port, but not Ollama (a web server, another API).
+            raise KoloError(f"the server at {self.base_url} does not answer like Ollama (GET /api/tags did not "
+                            "return Ollama's model list)",
+                            hint="check the URL (--ollama / OLLAMA_HOST); Ollama listens on port 11434") from None
 
     def has_blob(self, digest: str) -> bool:
         resp = self._request("HEAD", f"/api/blobs/{digest}")
@@ -333,19 +340,14 @@ def _local_file(ref: str, base: Path, run_dir: Path, what: str) -> Optional[Path
 
 def plan_install(data_root: Path, output_dir: str, quantization: str, name: str) -> InstallPlan:
     """Check everything locally (names, manifest, Modelfile, GGUF) and say exactly what is missing."""
-    from kolo_trainer import manifest, names
     from kolo_trainer import options
+    from kolo_trainer.runfolder import DataRoot
 
     check_model_name(name)
-    try:
-        names.check_plain(output_dir)
-    except ValueError as e:
-        raise NameError_(f"--output-dir {output_dir!r}: {e}") from None
     quant = options.quantization(quantization)
-    outputs = Path(data_root) / "outputs"
-    run_dir = names.resolve_under(outputs, output_dir, "--output-dir")
-    if not run_dir.is_dir():
-        raise KoloError(f"no run {output_dir!r} under {outputs}", hint="see the runs with `kolo list`")
+    run = DataRoot(data_root).run(output_dir, "--output-dir")
+    data = run.require(finished=True, verb="install")
+    run_dir = run.path
     mf_path = run_dir / "gguf" / f"Modelfile.{quant}"
     if not mf_path.is_file():
         have = sorted(p.name.split(".", 1)[1] for p in (run_dir / "gguf").glob("Modelfile.*")
@@ -359,7 +361,6 @@ def plan_install(data_root: Path, output_dir: str, quantization: str, name: str)
     adapters = [a for a in (_local_file(x, mf_path.parent, run_dir, "ADAPTER") for x in mf.adapters) if a]
     if len(adapters) != len(mf.adapters):
         raise KoloError(f"{mf_path}: ADAPTER must name a file in the run folder")
-    data = manifest.load(run_dir)
     prompt = (data.get("sample") or {}).get("prompt") or "Hello! Who are you?"
     return InstallPlan(name=name, run_dir=run_dir, quantization=quant, modelfile_path=mf_path, modelfile=mf,
                        gguf=gguf, adapters=adapters, smoke_prompt=prompt)

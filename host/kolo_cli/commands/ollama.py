@@ -10,13 +10,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
-from kolo_trainer.errors import KoloError, NameError_
+from kolo_trainer.errors import KoloError, NameError_, OutputExistsError
 
 from ..state import STATE
 
@@ -24,39 +23,20 @@ OLLAMA_OPT_HELP = "Ollama server URL (default: OLLAMA_HOST or http://127.0.0.1:1
 
 
 def _stderr():
-    from rich.console import Console
+    from ..console import err
 
-    return Console(stderr=True, highlight=False, soft_wrap=True)
+    return err()
 
 
 def _stdout():
-    from rich.console import Console
+    from ..console import out
 
-    return Console(highlight=False, soft_wrap=True)
-
-
-def _outputs() -> Path:
-    return Path(STATE.data_root) / "outputs"
+    return out()
 
 
-def _run_dir(output_dir: str, must_exist: bool = True) -> Path:
-    """``<data root>/outputs/<output_dir>``, refusing anything but one plain folder name inside outputs/."""
-    from kolo_trainer import names
-
-    try:
-        names.check_plain(output_dir)
-    except ValueError as e:
-        raise NameError_(f"run name {output_dir!r}: {e}") from None
-    outputs = _outputs()
-    p = outputs / output_dir
-    if p.is_symlink():
-        # resolve_under would follow it; a link is never a run kolo made, and deleting through it could reach
-        # anything on the disk.
-        raise KoloError(f"{p} is a symbolic link, not a kolo run folder; remove the link yourself if you mean to")
-    p = names.resolve_under(outputs, output_dir, "run name")
-    if must_exist and not p.is_dir():
-        raise KoloError(f"no run {output_dir!r} under {outputs}", hint="see the runs with `kolo list`")
-    return p
+def _run(output_dir: str, what: str = "run") -> Any:
+    """The run ``outputs/<output_dir>`` of the data root (``kolo_trainer.runfolder``: name, link and kind checks)."""
+    return STATE.data().run(output_dir, what)
 
 
 # ------------------------------------------------------------------------------------------- ollama-install
@@ -111,8 +91,10 @@ def ollama_install(
         err.print(f"smoke prompt: {plan.smoke_prompt!r}")
         resp = client.chat(name, plan.smoke_prompt, {"num_predict": smoke_max_tokens, "temperature": 0})
         reply = oc.smoke_check(resp, name, smoke_max_tokens)
-    _stdout().print(f"[green]installed[/] {name} ({plan.quantization} of {output_dir}) in Ollama at "
-                    f"{client.base_url}; reply: {reply.strip()[:200]!r}\nchat with it: ollama run {name}")
+    from ..console import say
+
+    say("installed", "green", f"{name} ({plan.quantization} of {output_dir}) in Ollama at {client.base_url}; "
+                              f"reply: {reply.strip()[:200]!r}\nchat with it: ollama run {name}")
 
 
 def _with_install(data: dict[str, Any], name: str, record: Optional[dict[str, Any]]) -> dict[str, Any]:
@@ -136,37 +118,43 @@ def ollama_uninstall(
 
     Example: kolo ollama-uninstall my-model
     """
-    from kolo_trainer import manifest
-
     from .. import ollama_client as oc
 
     oc.check_model_name(name)
     with oc.OllamaClient(ollama) as client:
         client.delete(name)
     # forget the install in whichever run recorded it, so `kolo list` stays truthful
-    for mpath in sorted(_outputs().glob("*/kolo.json")) if _outputs().is_dir() else []:
-        data = manifest.load(mpath.parent)
+    from kolo_trainer.runfolder import DamagedManifest
+
+    for run in STATE.data().runs():
+        try:
+            data = run.manifest() if run.is_run() else {}
+        except DamagedManifest:
+            continue  # not readable, so it records nothing we could forget
         recorded = ((data.get("installs") or {}).get("ollama") or {})
         for n in [n for n in recorded if oc.same_model(n, name)]:
-            manifest.update(mpath.parent, installs=_with_install(manifest.load(mpath.parent), n, None))
+            run.update(installs=_with_install(run.manifest(), n, None))
     _stdout().print(f"removed {name} from Ollama at {client.base_url}")
 
 
 # ------------------------------------------------------------------------------------------------------- list
-def _quantizations(run_dir: Path) -> list[str]:
-    """Quantisations with a finished GGUF on disk (<run>/gguf/<run>-<Q>.gguf); partial .tmp- files do not count."""
-    from kolo_trainer.options import QUANTIZATIONS
+def _list_row(run: Any, tags: Optional[list[str]]) -> dict[str, Any]:
+    """One row of `kolo list`; a damaged kolo.json or a folder that is not a run is shown as such, never fatal."""
+    from kolo_trainer.runfolder import DamagedManifest
+    from .. import ollama_client as oc
 
-    found = []
-    gdir = run_dir / "gguf"
-    if gdir.is_dir():
-        for p in gdir.glob("*.gguf"):
-            if p.name.startswith("."):
-                continue
-            q = p.stem.rsplit("-", 1)[-1].upper()
-            if q in QUANTIZATIONS and q not in found:
-                found.append(q)
-    return sorted(found, key=QUANTIZATIONS.index)
+    try:
+        data = run.manifest() if run.is_run() else None
+        status = (data or {}).get("status", "unknown") if data is not None else "not a kolo run (no kolo.json)"
+    except DamagedManifest:
+        data, status = {}, "damaged kolo.json"
+    except KoloError:
+        data, status = {}, "unreadable kolo.json"
+    data = data or {}
+    recorded = sorted(((data.get("installs") or {}).get("ollama") or {}).keys())
+    installed: Any = "unknown" if tags is None else [n for n in recorded if any(oc.same_model(n, t) for t in tags)]
+    return {"name": run.name, "status": status, "base_model": (data.get("base_model") or {}).get("id"),
+            "updated": data.get("updated"), "quantizations": run.quantizations_on_disk(), "ollama": installed}
 
 
 def list_runs(
@@ -179,8 +167,6 @@ def list_runs(
 
     Example: kolo list --json
     """
-    from kolo_trainer import manifest
-
     from .. import ollama_client as oc
 
     tags: Optional[list[str]] = None
@@ -193,30 +179,15 @@ def list_runs(
         ollama_error = e.message
         url = oc.normalise_url(ollama) if ollama else oc.default_url()
 
-    rows = []
-    outputs = _outputs()
-    for run in sorted(p for p in outputs.iterdir() if p.is_dir() and not p.name.startswith(".")) \
-            if outputs.is_dir() else []:
-        try:
-            data = manifest.load(run)
-        except (ValueError, OSError):
-            data = {"status": "unreadable kolo.json"}
-        recorded = sorted(((data.get("installs") or {}).get("ollama") or {}).keys())
-        if tags is None:
-            installed: Any = "unknown"
-        else:
-            installed = [n for n in recorded if any(oc.same_model(n, t) for t in tags)]
-        rows.append({"name": run.name, "status": data.get("status", "unknown") if data else "no kolo.json",
-                     "base_model": (data.get("base_model") or {}).get("id"), "updated": data.get("updated"),
-                     "quantizations": _quantizations(run), "ollama": installed})
-
+    rows = [_list_row(run, tags) for run in STATE.data().runs()]
     if as_json:
-        print(json.dumps({"data_root": str(Path(STATE.data_root)), "ollama_url": url,
+        print(json.dumps({"data_root": str(STATE.data().path), "ollama_url": url,
                           "ollama_error": ollama_error, "runs": rows}, indent=2))
         return
     from rich.table import Table
 
     out = _stdout()
+    outputs = STATE.data().outputs
     if not rows:
         out.print(f"no runs under {outputs} yet — train one with `kolo train`")
     else:
@@ -229,62 +200,45 @@ def list_runs(
                           inst if isinstance(inst, str) else (", ".join(inst) or "-"))
         out.print(table)
     if ollama_error:
-        _stderr().print(f"[yellow]Ollama unknown:[/] {ollama_error}")
+        from ..console import say
+
+        say("Ollama unknown:", "yellow", ollama_error, stderr=True)
 
 
 # ----------------------------------------------------------------------------------------------------- delete
-def _lock_holder(run: Path) -> Optional[str]:
-    """'pid N' when a live process on this host holds the run's .lock; None otherwise (or when not knowable)."""
-    lock = run / ".lock"
-    try:
-        info = json.loads(lock.read_text())
-        pid = int(info.get("pid"))
-    except (OSError, ValueError, TypeError):
-        return None
-    if info.get("host") not in (None, socket.gethostname()):
-        return None  # a lock written inside the container: its pid means nothing here
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        pass
-    return f"pid {pid}"
-
-
 def delete(
     output_dir: str = typer.Argument(..., help="Run folder under <data root>/outputs/."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask; delete."),
 ) -> None:
-    """Delete one run folder under <data root>/outputs/ (asks you to type its name; --yes skips).
+    """Delete one run under <data root>/outputs/ (asks you to type its name; --yes skips).
 
-    Only ever deletes inside outputs/: the name must be a single folder name. Models installed in Ollama keep
-    working (Ollama holds its own copy).
+    Deletes only what kolo wrote: a folder without kolo.json is not a run and is refused; files you added to a run
+    folder stay (and are listed). Never follows a link. Models installed in Ollama keep working (Ollama holds its
+    own copy).
 
     Example: kolo delete my-run
     """
-    from kolo_trainer.manifest import TMP_PREFIX
-
-    run = _run_dir(output_dir)
-    holder = _lock_holder(run)
+    run = _run(output_dir)
+    run.require()  # a run, not a file, a link or the user's own folder; a damaged kolo.json is still a run
+    holder = run.holder()
     if holder:
-        raise KoloError(f"run {output_dir!r} is in use ({holder} holds {run / '.lock'})",
-                        hint="wait for it to finish or stop it first")
+        raise OutputExistsError(f"{run.label} is in use (pid {holder.get('pid')} on {holder.get('host')} holds "
+                                f"{run.path / '.lock'})", hint="wait for it to finish or stop it first")
     if not yes:
-        typed = typer.prompt(f"This deletes {run} and everything in it. Type the run name to confirm")
+        typed = typer.prompt(f"This deletes {run.path} and everything kolo wrote in it. Type the run name to confirm")
         if typed != output_dir:
             raise KoloError(f"you typed {typed!r}, not {output_dir!r}; nothing was deleted")
-    # Rename first, then remove: a crash part-way leaves a .tmp- folder (which the next stage cleans up), never a
-    # half-deleted run under its real name.
-    doomed = run.parent / f"{TMP_PREFIX}delete-{os.getpid()}-{run.name}"
     try:
-        os.replace(run, doomed)
-        shutil.rmtree(doomed)
+        kept = run.delete()
     except PermissionError as e:
-        raise KoloError(f"cannot delete {run}: {e.strerror} ({e.filename})",
+        raise KoloError(f"cannot delete {run.label}: {e.strerror} ({e.filename})",
                         hint="files written inside the container may belong to another user; "
                              "delete them from `kolo shell` or with sudo") from None
-    _stdout().print(f"deleted {run}")
+    if kept:
+        _stdout().print(f"deleted kolo's files of {run.path}; kept {len(kept)} entr{'y' if len(kept) == 1 else 'ies'} "
+                        f"kolo did not write: {', '.join(kept[:10])}")
+    else:
+        _stdout().print(f"deleted {run.path}")
 
 
 # ------------------------------------------------------------------------------------------ lmstudio-install
@@ -344,10 +298,11 @@ def lmstudio_install(
     except ValueError as e:
         raise NameError_(f"--publisher {publisher!r}: {e}") from None
     quant = options.quantization(quantization)
-    run = _run_dir(output_dir)
-    src = run / "gguf" / f"{run.name}-{quant}.gguf"
+    run = _run(output_dir)
+    run.require(finished=True, verb="install")
+    src = run.gguf_dir / f"{run.name}-{quant}.gguf"
     if not src.is_file():
-        have = _quantizations(run)
+        have = run.quantizations_on_disk()
         raise KoloError(f"run {output_dir!r} has no {quant} GGUF ({src} is missing)"
                         + (f"; exported: {', '.join(have)}" if have else ""),
                         hint=f"kolo export --output-dir {output_dir} --quantization {quant}")

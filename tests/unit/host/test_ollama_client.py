@@ -307,9 +307,9 @@ def test_install_checks_the_run_before_any_request(ollama, root, capsys):
     err = capsys.readouterr().err
     assert "has no Q8_0 export" in err and "kolo export --output-dir my-run --quantization Q8_0" in err
     assert run_kolo(root, "ollama-install", "my-model", "--output-dir", "../etc", "--ollama", ollama.url) == 2
-    assert run_kolo(root, "ollama-install", "my-model", "--output-dir", "nope", "--ollama", ollama.url) == 1
+    assert run_kolo(root, "ollama-install", "my-model", "--output-dir", "nope", "--ollama", ollama.url) == 2
     assert run_kolo(root, "ollama-install", "my-model", "--output-dir", "my-run", "--quantization", "Q9",
-                "--ollama", ollama.url) == 1
+                "--ollama", ollama.url) == 2
     assert ollama.requests == []
 
 
@@ -345,7 +345,7 @@ def test_list_json_with_and_without_ollama(ollama, root, capsys):
     runs = {r["name"]: r for r in data["runs"]}
     assert runs["my-run"]["quantizations"] == ["F16", "Q4_K_M"]
     assert runs["my-run"]["ollama"] == ["my-model"]
-    assert runs["other"] == {"name": "other", "status": "no kolo.json", "base_model": None, "updated": None,
+    assert runs["other"] == {"name": "other", "status": "not a kolo run (no kolo.json)", "base_model": None, "updated": None,
                              "quantizations": [], "ollama": []}
     # removed behind kolo's back: no longer shown as installed
     del ollama.models["my-model:latest"]
