@@ -1,8 +1,8 @@
 """``python -m kolo_trainer VERB [options]``: the entry point the host runs (through docker exec or locally).
 
 Verbs are looked up lazily so that ``--help`` and option errors never import torch. Each verb function takes
-``(argv: list[str]) -> int``. KoloErrors become a message on stderr and their exit code; ``--debug`` (or
-``KOLO_DEBUG=1``) shows the traceback.
+``(argv: list[str]) -> int``. Every exception becomes ``error: ...`` (+ ``hint: ...``) on stderr and an exit code
+(:func:`as_kolo_error`); ``--debug`` (or ``KOLO_DEBUG=1``) shows the traceback.
 """
 
 from __future__ import annotations
@@ -48,13 +48,28 @@ def main(argv: list[str] | None = None) -> int:
     try:
         func = getattr(importlib.import_module(mod_name), func_name)
         return int(func(rest) or 0)
-    except KoloError as e:
-        if debug:
-            raise
-        print(f"error: {e.message}", file=sys.stderr)
-        if e.hint:
-            print(f"hint: {e.hint}", file=sys.stderr)
-        return e.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # the one error path: a message and the documented exit code, never a traceback
+        if debug:
+            raise
+        err = as_kolo_error(e)
+        print(f"error: {err.message}", file=sys.stderr)
+        if err.hint:
+            print(f"hint: {err.hint}", file=sys.stderr)
+        return err.exit_code
+
+
+def as_kolo_error(e: Exception) -> KoloError:
+    """KoloErrors as they are; an OSError (disk full, read-only, permission) as a message naming the fix; anything
+    else as an internal error in one line (``--debug`` shows the traceback)."""
+    if isinstance(e, KoloError):
+        return e
+    if isinstance(e, OSError):
+        from .runfolder import os_error
+
+        return os_error(e, "the trainer stopped")
+    first = (str(e).splitlines() or [""])[0][:300]
+    return KoloError(f"internal error: {type(e).__name__}: {first}",
+                     hint="run the command again with --debug for a traceback, and report it")

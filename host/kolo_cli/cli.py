@@ -103,14 +103,6 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except SystemExit as e:  # typer.Exit / click exits with a code
         return int(e.code or 0)
-    except OSError as e:  # disk full, read-only data root, permissions: a message, not a traceback
-        if debug:
-            raise
-        from kolo_trainer.runfolder import os_error
-
-        err = os_error(e, "kolo could not finish")
-        report(err)
-        return err.exit_code
     except Exception as e:  # click usage errors and friends (typer vendors click as typer._click)
         from typer._click import exceptions as click_exc
 
@@ -123,8 +115,10 @@ def main(argv: list[str] | None = None) -> int:
             return 130
         if debug:
             raise
-        first = (str(e).splitlines() or [""])[0][:300]
-        report(KoloError(f"internal error: {type(e).__name__}: {first}",
-                         hint="run the command again with --debug for a traceback, and report it"))
-        return 1
+        # The trainer's one error path (OSError -> the fix, anything else -> "internal error" in one line).
+        from kolo_trainer.cli import as_kolo_error
+
+        err = as_kolo_error(e)
+        report(err)
+        return err.exit_code
     return rc if isinstance(rc, int) else 0
