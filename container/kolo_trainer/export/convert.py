@@ -77,11 +77,23 @@ def run_script(argv: list[str], stage: str, what: str) -> None:
 
 
 def to_gguf(model_dir: Path, out_tmp: Path, outtype: str = "f16", stage: str = "convert") -> None:
-    """Convert the HF model in ``model_dir`` into ``out_tmp`` (a temporary name; the caller renames it)."""
+    """Convert the HF model in ``model_dir`` into ``out_tmp`` (a temporary name; the caller renames it).
+
+    Added special tokens are first declared where the converter reads them (``special_tokens``), through a
+    temporary view of the folder, so they become control tokens in the GGUF.
+    """
+    from . import special_tokens
+
     conv = converter.ensure()
-    argv = [sys.executable, str(conv / "convert_hf_to_gguf.py"), str(model_dir), "--outfile", str(out_tmp),
-            "--outtype", outtype]
-    run_script(argv, stage, str(model_dir))
+    with special_tokens.converter_view(model_dir, Path(out_tmp).parent) as (src, report):
+        if report["declared"]:
+            progress.emit("metric", stage=stage, name="declared_special_tokens", value=len(report["declared"]))
+        if report["out_of_range"]:
+            progress.emit("warning", message="the model's vocab_size cannot hold the added tokens "
+                          f"{', '.join(report['out_of_range'])}: llama.cpp's converter drops them")
+        argv = [sys.executable, str(conv / "convert_hf_to_gguf.py"), str(src), "--outfile", str(out_tmp),
+                "--outtype", outtype]
+        run_script(argv, stage, str(model_dir))
 
 
 def lora_to_gguf(adapter_dir: Path, base_dir: Path, out_tmp: Path, outtype: str = "f16",

@@ -82,18 +82,18 @@ def _adds_bos(tok: Any) -> bool:
     return bool(ids) and tok.bos_token_id is not None and ids[0] == tok.bos_token_id
 
 
-def hf_prompt_ids(tok: Any, jinja: str, msgs: list[dict]) -> list[int]:
+def hf_prompt_ids(tok: Any, jinja: str, msgs: list[dict], date: Optional[str] = None) -> list[int]:
     text = templates.render(jinja, msgs, add_generation_prompt=True, bos_token=tok.bos_token or "",
-                            eos_token=tok.eos_token)
+                            eos_token=tok.eos_token, date=date)
     ids = list(tok(text, add_special_tokens=False)["input_ids"])
     if _adds_bos(tok) and tok.bos_token_id is not None and (not ids or ids[0] != tok.bos_token_id):
         ids = [tok.bos_token_id] + ids
     return ids
 
 
-def ollama_prompt_text(tok: Any, jinja: str, msgs: list[dict]) -> str:
+def ollama_prompt_text(tok: Any, jinja: str, msgs: list[dict], date: Optional[str] = None) -> str:
     return _strip_bos(templates.render(jinja, msgs, add_generation_prompt=True, bos_token="",
-                                       eos_token=tok.eos_token), tok.bos_token)
+                                       eos_token=tok.eos_token, date=date), tok.bos_token)
 
 
 def stop_ids(tok: Any, model_cfg: Any, stops: list[str]) -> set[int]:
@@ -195,12 +195,13 @@ def verify_all(ctx: stages.Context, *, files: dict[str, Path], modelfiles: dict[
         progress.emit("progress", stage="verify", step=step[0], total=total)
 
     # (b1) token parity, with the F16 GGUF's tokenizer
-    hf_ids = [hf_prompt_ids(tok, jinja, p) for p in prompts]
+    date = ct.get("date")
+    hf_ids = [hf_prompt_ids(tok, jinja, p, date) for p in prompts]
     # The context must hold the longest prompt plus the generated tokens (llama.cpp refuses more).
     n_ctx = max(512, max((len(i) for i in hf_ids), default=0) * 2 + NEW_TOKENS + 16)
     f16 = _load_llama(files["F16"], adapter_gguf, n_ctx=n_ctx)
-    gg_ids = [list(f16.tokenize(ollama_prompt_text(tok, jinja, p).encode("utf-8"), add_bos=True, special=True))
-              for p in prompts]
+    gg_ids = [list(f16.tokenize(ollama_prompt_text(tok, jinja, p, date).encode("utf-8"), add_bos=True,
+                                special=True)) for p in prompts]
     mism = []
     for i, (a, b) in enumerate(zip(hf_ids, gg_ids)):
         if a != b:
@@ -265,6 +266,7 @@ def verify_all(ctx: stages.Context, *, files: dict[str, Path], modelfiles: dict[
         problems += t["problems"]
     elif t["status"].startswith("skipped"):
         warnings.append(f"template check {t['status']}")
+    res["residual"] = t.get("residual") or []
 
     status = "failed" if problems else ("passed with warnings" if warnings else "passed")
     for w in warnings:
@@ -274,46 +276,39 @@ def verify_all(ctx: stages.Context, *, files: dict[str, Path], modelfiles: dict[
 
 def template_check(ctx: stages.Context, jinja: str, tok: Any, convs: list[list[dict]], modelfiles: dict[str, str],
                    settings: dict) -> dict:
+    """Each Modelfile's TEMPLATE (+ SYSTEM), rendered by Go as Ollama renders chats, vs the training template
+    rendered with the run's pinned date, on the prepared messages (the trimming rule). The result lists the
+    residual differences (what the twin cannot reproduce, and what current Ollama does instead) -- not hidden."""
     from ..templates import gorender
-    from . import modelfile
+    from . import modelfile, ollama_template
 
     if settings.get("template") is None:
-        return {"status": "skipped: no TEMPLATE could be proven equivalent (see the warning)", "problems": []}
+        return {"status": "skipped: no TEMPLATE could be proven equivalent (see the warning)", "problems": [],
+                "residual": []}
     if not gorender.available():
-        return {"status": "skipped: go not installed", "problems": []}
+        return {"status": "skipped: go not installed", "problems": [], "residual": list(settings.get("residual") or [])}
     problems: list[str] = []
     checked = 0
     seen: set[str] = set()
-    battery = [list(c) for c in templates.BATTERY]
+    residual = list(settings.get("residual") or [])
     for q, rel in modelfiles.items():
         parsed = modelfile.parse((ctx.run_dir / rel).read_text(encoding="utf-8"))
         key = f"{parsed.template}\0{parsed.system}"
         if key in seen:  # every Modelfile of a run normally has the same TEMPLATE/SYSTEM: render once
             continue
         seen.add(key)
-        cases: list[list[dict]] = []
-        for c in convs + battery:
-            cases += [c, prompt_of(c) if any(m["role"] == "assistant" for m in c[1:]) else c]
-            if c and c[0]["role"] == "system":
-                cases.append([m for m in c[1:]])  # what a user chatting in Ollama sends: SYSTEM comes from the Modelfile
-        wanted, go_cases = [], []
-        for c in cases:
-            full = c if not parsed.system or (c and c[0]["role"] == "system") else \
-                [{"role": "system", "content": parsed.system}] + c
-            agp = not full or full[-1]["role"] != "assistant"
-            try:
-                want = _strip_bos(templates.render(jinja, full, add_generation_prompt=agp, bos_token="",
-                                                   eos_token=tok.eos_token), tok.bos_token)
-            except templates.TemplateError:
-                continue  # the training template itself refuses this conversation shape
-            wanted.append(want)
-            go_cases.append(c)
+        wanted, go_cases = _template_cases(jinja, tok, convs, parsed.system, settings.get("date"))
         try:
             got = gorender.render_many(parsed.template or "", go_cases, system=parsed.system)
+            thinking = gorender.thinking_capability(parsed.template or "")
         except gorender.GoUnavailable as e:
-            return {"status": f"skipped: {e.message}", "problems": []}
+            return {"status": f"skipped: {e.message}", "problems": [], "residual": residual}
         except gorender.GoRenderError as e:
-            return {"status": "failed", "problems": [f"template: {rel}: Go cannot render the TEMPLATE: {e.message}"]}
+            return {"status": "failed", "problems": [f"template: {rel}: Go cannot render the TEMPLATE: {e.message}"],
+                    "residual": residual}
+        note = ollama_template.gguf_template_note(jinja, parsed.template or "", thinking)
+        if note and note not in residual:
+            residual.append(note)
         for i, (g, w) in enumerate(zip(got, wanted)):
             if g != w:
                 k = _first_diff(list(g), list(w))
@@ -321,4 +316,28 @@ def template_check(ctx: stages.Context, jinja: str, tok: Any, convs: list[list[d
                                 f"template at character {k}: Go {g[max(0, k - 15):k + 15]!r} vs HF "
                                 f"{w[max(0, k - 15):k + 15]!r}")
         checked += len(go_cases)
-    return {"status": "failed" if problems else "passed", "conversations": checked, "problems": problems[:20]}
+    return {"status": "failed" if problems else "passed", "conversations": checked, "problems": problems[:20],
+            "residual": residual}
+
+
+def _template_cases(jinja: str, tok: Any, convs: list[list[dict]], system: Optional[str],
+                    date: Optional[str]) -> tuple[list[str], list[list[dict]]]:
+    """The training template's renderings and the (prepared) conversations Go renders, for the same chats."""
+    cases: list[list[dict]] = []
+    for c in convs + [list(c) for c in templates.BATTERY]:
+        cases += [c, prompt_of(c) if any(m["role"] == "assistant" for m in c[1:]) else c]
+        if c and c[0]["role"] == "system":
+            cases.append([m for m in c[1:]])  # what a user chatting in Ollama sends: SYSTEM comes from the Modelfile
+    wanted, go_cases = [], []
+    for c in cases:
+        c = templates.prepare_messages(jinja, c)
+        full = c if not system or (c and c[0]["role"] == "system") else [{"role": "system", "content": system}] + c
+        agp = not full or full[-1]["role"] != "assistant"
+        try:
+            want = _strip_bos(templates.render(jinja, full, add_generation_prompt=agp, bos_token="",
+                                               eos_token=tok.eos_token, date=date), tok.bos_token)
+        except templates.TemplateError:
+            continue  # the training template itself refuses this conversation shape
+        wanted.append(want)
+        go_cases.append(c)
+    return wanted, go_cases
