@@ -17,7 +17,13 @@ from pathlib import Path
 from typing import Any, Iterator
 
 MANIFEST = "kolo.json"
+#: Every temporary name kolo writes is ``.tmp-<pid>-<label>`` in the final file's folder: the pid says whose it is,
+#: so a leftover is removed only once its writer is gone (:func:`clean_stale_tmp`).
 TMP_PREFIX = ".tmp-"
+
+
+def tmp_name(label: str) -> str:
+    return f"{TMP_PREFIX}{os.getpid()}-{label}"
 
 
 def now() -> str:
@@ -40,14 +46,14 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f"{TMP_PREFIX}{os.getpid()}-{final.name}"
+    tmp = final.parent / tmp_name(final.name)
     _remove(tmp)
     try:
         yield tmp
         if not tmp.exists():
             raise FileNotFoundError(f"{tmp} was not written")
         if final.is_dir() and not final.is_symlink():
-            old = final.parent / f"{TMP_PREFIX}old-{os.getpid()}-{final.name}"
+            old = final.parent / tmp_name(f"old-{final.name}")
             os.replace(final, old)
             os.replace(tmp, final)
             _remove(old)
@@ -65,12 +71,23 @@ def _remove(p: Path) -> None:
         p.unlink()
 
 
+def _writer_pid(name: str) -> int | None:
+    head = name[len(TMP_PREFIX):].split("-", 1)[0]
+    return int(head) if head.isdigit() else None
+
+
 def clean_stale_tmp(folder: str | os.PathLike) -> list[Path]:
-    """Remove leftovers of crashed writes (``.tmp-*``) in ``folder``; returns what was removed."""
+    """Remove leftovers of crashed writes (``.tmp-<pid>-*``) in ``folder`` whose writer process is gone (a name
+    without a pid, from older kolo versions, counts as a leftover); returns what was removed."""
+    from .runlock import pid_alive
+
     folder = Path(folder)
     removed = []
     if folder.is_dir():
         for p in folder.glob(TMP_PREFIX + "*"):
+            pid = _writer_pid(p.name)
+            if pid is not None and (pid == os.getpid() or pid_alive(pid)):
+                continue  # being written right now (by us, or by a kolo process that still runs)
             _remove(p)
             removed.append(p)
     return removed
@@ -79,7 +96,7 @@ def clean_stale_tmp(folder: str | os.PathLike) -> list[Path]:
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=tmp_name(""), dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(obj, f, indent=2, ensure_ascii=False, default=str)

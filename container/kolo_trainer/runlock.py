@@ -50,7 +50,8 @@ def _self_start() -> str | None:
     return st[1] if st else None
 
 
-def _pid_alive(pid: int, start: str | None = None) -> bool:
+def pid_alive(pid: int, start: str | None = None) -> bool:
+    """A live (not zombie) process with that pid on this host, and with that start time when one is given."""
     if pid <= 0:
         return False
     if os.path.isdir("/proc/self"):
@@ -86,7 +87,7 @@ def is_stale(holder: dict | None) -> bool:
         pid = int(holder.get("pid", -1))
     except (TypeError, ValueError):
         return True
-    return pid != os.getpid() and not _pid_alive(pid, holder.get("start"))
+    return pid != os.getpid() and not pid_alive(pid, holder.get("start"))
 
 
 def live_holder(run_dir: str | os.PathLike) -> dict | None:
