@@ -135,6 +135,18 @@ def gpu_visible(container: Any) -> tuple[bool | None, str]:
     return False, first[:160]
 
 
+def driver_version(container: Any) -> str | None:
+    """The host's NVIDIA driver version as the container sees it (``nvidia-smi``); None when it cannot be asked."""
+    if container.status != "running":
+        return None
+    try:
+        code, out = exec_capture(container, ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"])
+    except DockerError:
+        return None
+    first = out.strip().splitlines()[0].strip() if out.strip() else ""
+    return first if code == 0 and first[:1].isdigit() else None
+
+
 @dataclass
 class UpConfig:
     name: str

@@ -62,8 +62,7 @@ def build(
     if ctx is None or not (ctx / "Dockerfile").exists():
         raise DockerError(f"no Dockerfile in {ctx or 'this installation'}", "pass --context DIR (a kolo checkout)")
     compose_file = ctx / "docker-compose.yml"
-    use_compose = compose and image is None and compose_file.exists() and subprocess.run(
-        [docker, "compose", "version"], capture_output=True).returncode == 0
+    use_compose = compose and image is None and compose_file.exists() and compose_v2(docker)[0]
     if use_compose:
         cmd = [docker, "compose", "-f", str(compose_file), "build"]
     else:
@@ -228,6 +227,54 @@ def _port_free(port: int) -> bool:
         s.close()
 
 
+def compose_v2(docker: str | None = None) -> tuple[bool, str]:
+    """(Docker Compose v2 is installed, what `docker compose version` said). docker-compose.yml needs v2: the old
+    Python `docker-compose` (v1) rejects it."""
+    docker = docker or shutil.which("docker")
+    if docker is None:
+        return False, "docker CLI not found"
+    try:
+        r = subprocess.run([docker, "compose", "version", "--short"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError) as e:
+        return False, str(e)
+    version = r.stdout.strip().lstrip("v")
+    if r.returncode != 0 or not version[:1].isdigit():
+        return False, "`docker compose` is not installed"
+    return int(version.split(".")[0]) >= 2, f"Docker Compose {version}"
+
+
+def _gpu_rows(cl: Any, container: Any) -> list[tuple[str, bool | None, str, str]]:
+    from kolo_trainer.train.backends import MIN_NVIDIA_DRIVER, driver_problem
+
+    from .. import docker_ctl
+
+    rows: list[tuple[str, bool | None, str, str]] = []
+    if cl is not None:
+        ok = docker_ctl.has_nvidia_runtime(cl)
+        rows.append(("NVIDIA container runtime", ok, "" if ok else "no 'nvidia' runtime in `docker info`",
+                     "" if ok else "install the NVIDIA Container Toolkit and restart Docker "
+                     "(or run `kolo doctor --no-gpu` for CPU-only use)"))
+    else:
+        rows.append(("NVIDIA container runtime", None, "needs the daemon", ""))
+    if container is None:
+        rows.append(("GPU visible inside the container", None, "needs a running container", ""))
+        rows.append((f"NVIDIA driver >= {MIN_NVIDIA_DRIVER}", None, "needs a running container", ""))
+        return rows
+    visible, detail = docker_ctl.gpu_visible(container)
+    rows.append(("GPU visible inside the container", bool(visible), detail or "",
+                 "" if visible else "`kolo down && kolo up --gpus all` after installing the NVIDIA "
+                 "Container Toolkit"))
+    driver = docker_ctl.driver_version(container) if visible else None
+    if driver is None:
+        rows.append((f"NVIDIA driver >= {MIN_NVIDIA_DRIVER}", None, "needs a visible GPU", ""))
+    else:
+        problem = driver_problem(driver)
+        rows.append((f"NVIDIA driver >= {MIN_NVIDIA_DRIVER}", problem is None, problem or f"driver {driver}",
+                     f"update the host's NVIDIA driver to {MIN_NVIDIA_DRIVER} or newer (torch and llama.cpp in "
+                     "the image are CUDA 13 builds)" if problem else ""))
+    return rows
+
+
 def run_checks(gpu: bool = True) -> list[tuple[str, bool | None, str, str]]:
     """(check, ok, detail, fix) rows; ok None = not applicable (skipped because an earlier check failed)."""
     from .. import docker_ctl
@@ -248,21 +295,12 @@ def run_checks(gpu: bool = True) -> list[tuple[str, bool | None, str, str]]:
             container = None
         else:
             rows.append((f"container {STATE.container!r} exists and runs", True, container.status, ""))
+    ok, detail = compose_v2()
+    rows.append(("Docker Compose v2 (`docker compose`)", ok, detail,
+                 "" if ok else "install the Compose v2 plugin (docker-compose-plugin, or Docker Desktop); the old "
+                 "`docker-compose` v1 cannot read docker-compose.yml"))
     if gpu:
-        if cl is not None:
-            ok = docker_ctl.has_nvidia_runtime(cl)
-            rows.append(("NVIDIA container runtime", ok, "" if ok else "no 'nvidia' runtime in `docker info`",
-                         "" if ok else "install the NVIDIA Container Toolkit and restart Docker "
-                         "(or run `kolo doctor --no-gpu` for CPU-only use)"))
-        else:
-            rows.append(("NVIDIA container runtime", None, "needs the daemon", ""))
-        if container is not None:
-            visible, detail = docker_ctl.gpu_visible(container)
-            rows.append(("GPU visible inside the container", bool(visible), detail or "",
-                         "" if visible else "`kolo down && kolo up --gpus all` after installing the NVIDIA "
-                         "Container Toolkit"))
-        else:
-            rows.append(("GPU visible inside the container", None, "needs a running container", ""))
+        rows += _gpu_rows(cl, container)
     root = STATE.root()
     probe = root if root.exists() else next((p for p in root.parents if p.exists()), Path("/"))
     free = shutil.disk_usage(probe).free
