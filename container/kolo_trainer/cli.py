@@ -69,7 +69,7 @@ def as_kolo_error(e: Exception) -> KoloError:
     if isinstance(e, OSError):
         from .runfolder import os_error
 
-        return os_error(e, "the trainer stopped")
+        return os_error(e, "could not finish")
     first = (str(e).splitlines() or [""])[0][:300]
     return KoloError(f"internal error: {type(e).__name__}: {first}",
                      hint="run the command again with --debug for a traceback, and report it")

@@ -118,8 +118,11 @@ def load(run_dir: str | os.PathLike) -> dict[str, Any]:
     return json.loads(p.read_text(encoding="utf-8"))
 
 
-def update(run_dir: str | os.PathLike, **sections: Any) -> dict[str, Any]:
-    """Merge top-level ``sections`` into the manifest (dict sections are merged one level deep) and save it."""
+def update(run_dir: str | os.PathLike, *, last_resort: bool = False, **sections: Any) -> dict[str, Any]:
+    """Merge top-level ``sections`` into the manifest (dict sections are merged one level deep) and save it.
+
+    ``last_resort``: when the atomic write fails (a full disk has no room for a second copy), overwrite the file in
+    place. Used only to record how a run ended: a manifest left saying "running" would be a lie forever."""
     data = load(run_dir)
     for key, value in sections.items():
         if isinstance(value, dict) and isinstance(data.get(key), dict):
@@ -128,7 +131,15 @@ def update(run_dir: str | os.PathLike, **sections: Any) -> dict[str, Any]:
             data[key] = value
     data.setdefault("created", now())
     data["updated"] = now()
-    write_json_atomic(Path(run_dir) / MANIFEST, data)
+    try:
+        write_json_atomic(Path(run_dir) / MANIFEST, data)
+    except OSError:
+        if not last_resort:
+            raise
+        text = json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n"
+        with open(Path(run_dir) / MANIFEST, "r+", encoding="utf-8") as f:  # r+: no truncation before the write
+            f.write(text)
+            f.truncate()
     return data
 
 

@@ -13,6 +13,7 @@ Light: stdlib + the option models; nothing here opens a model or a dataset.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,9 +61,16 @@ def is_local_model(root: DataRoot, base: str) -> bool:
         or (root.path / bm).exists()
 
 
+#: What the Hugging Face Hub accepts as a repo id ("name" or "org/name"; no leading or trailing '-' or '.').
+HUB_ID = re.compile(r"^(?:[A-Za-z0-9](?:[\w.-]{0,94}[A-Za-z0-9_])?/)?[A-Za-z0-9](?:[\w.-]{0,94}[A-Za-z0-9_])?$")
+
+
 def local_model(root: DataRoot, base: str, problems: list[str]) -> Path | None:
     """The local base model folder (with a config.json), or None for a hub id; problems are appended."""
     if not is_local_model(root, base):
+        if not HUB_ID.match(base.strip()) or "--" in base or ".." in base:
+            problems.append(f"--base-model: {base!r} is neither a model folder under the data root (models/NAME) "
+                            "nor a Hugging Face id (org/name)")
         return None
     bm = base.strip()
     try:

@@ -255,6 +255,13 @@ class Run:
                                   hint=f"remove the run with `kolo delete {self.name}` and train again")
         return data
 
+    def status(self, data: dict | None = None) -> str:
+        """The run's status as kolo.json says, except that a run "running" with nobody holding its lock is
+        "interrupted" (its process died without a word: SIGKILL, a power cut, a full disk)."""
+        data = self.manifest() if data is None else data
+        status = str(data.get("status") or "unknown")
+        return "interrupted" if status == "running" and self.holder() is None else status
+
     def update(self, **sections: Any) -> dict[str, Any]:
         self.manifest()  # a damaged manifest is reported, never silently replaced
         return manifest.update(self.path, **sections)

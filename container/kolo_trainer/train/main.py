@@ -596,7 +596,7 @@ def _run(ctx: Ctx) -> int:
 def _record_end(ctx: Ctx, **fields: Any) -> None:
     """Mark the manifest; when the disk is full even that can fail, and must not hide the real error."""
     try:
-        manifest.update(ctx.run_dir, timings=ctx.timings, **fields)
+        manifest.update(ctx.run_dir, timings=ctx.timings, last_resort=True, **fields)
     except OSError as e:
         print(f"warning: could not record the run's status in kolo.json ({e.strerror or e})", file=sys.stderr)
 

@@ -145,7 +145,7 @@ def _list_row(run: Any, tags: Optional[list[str]]) -> dict[str, Any]:
 
     try:
         data = run.manifest() if run.is_run() else None
-        status = (data or {}).get("status", "unknown") if data is not None else "not a kolo run (no kolo.json)"
+        status = run.status(data) if data is not None else "not a kolo run (no kolo.json)"
     except DamagedManifest:
         data, status = {}, "damaged kolo.json"
     except KoloError:
