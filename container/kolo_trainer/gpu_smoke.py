@@ -136,7 +136,7 @@ def step_bnb_nf4(ctx: Ctx) -> Result:
 
 def step_unsloth_import(ctx: Ctx) -> Result:
     code, out = _py(ctx, "from kolo_trainer.train import backends; backends.unsloth_environment(); import unsloth; "
-                         "print('unsloth', unsloth.__version__, '| xformers:', backends._xformers_in_use())")
+                         "print('unsloth', unsloth.__version__, '| xformers:', backends.xformers_status())")
     return Result(PASS, _last(out)) if code == 0 else Result(FAIL, _last(out))
 
 

@@ -421,7 +421,7 @@ def for_inference(loaded: Loaded) -> None:
         cfg.use_cache = True
 
 
-def _xformers_in_use() -> str | None:
+def xformers_status() -> str | None:
     """The xformers version unsloth actually loaded, else why not. PyPI's xformers wheels are built for another
     torch/CUDA than the image's cu130 torch; unsloth then falls back to SDPA, and the manifest must say so."""
     try:
@@ -453,5 +453,5 @@ def versions(backend: str, method: str) -> dict[str, str | None]:
         except md.PackageNotFoundError:
             out[n] = None
     if backend == "unsloth":
-        out["xformers"] = _xformers_in_use()
+        out["xformers"] = xformers_status()
     return out
