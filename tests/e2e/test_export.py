@@ -333,18 +333,19 @@ def test_small_hidden_size_fallbacks_are_reported(tmp_path, capsys):
     from kolo_trainer.export import modelfile
 
     assert modelfile.parse(mf).template is None
-    assert "# WARNING: chat template" in mf and "no Ollama TEMPLATE could be proven equivalent" in mf
+    assert "# WARNING: chat template" in mf and "no Ollama TEMPLATE could be proven equal" in mf
 
 
 def test_unfinished_or_missing_runs_are_refused(tmp_path):
     from kolo_trainer import manifest
-    from kolo_trainer.errors import ExportError
+    from kolo_trainer.errors import ExportError, NameError_
 
     root = tmp_path / "kolo_data"
-    with pytest.raises(ExportError, match="no run 'nope'"):
+    (root / "outputs").mkdir(parents=True)
+    with pytest.raises(NameError_, match="no run 'nope'"):
         export(root, "--output-dir", "nope")
     manifest.update(root / "outputs" / "half", status="interrupted", method="lora")
-    with pytest.raises(ExportError, match="did not finish training"):
+    with pytest.raises(ExportError, match="its training did not finish"):
         export(root, "--output-dir", "half")
 
 
