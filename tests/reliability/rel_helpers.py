@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from pathlib import Path
 
 
 def tree_digest(root: Path) -> dict[str, str]:
     """Every path under ``root`` -> sha256 of its bytes ("dir" for folders, "link:<target>" for links). Comparing
-    two digests catches a changed, added or removed file anywhere in the data root."""
+    two digests catches a changed, added or removed file anywhere in the data root. A FIFO or device is named by
+    its kind, never opened."""
     out: dict[str, str] = {}
     for dirpath, dirnames, filenames in os.walk(root):
         for d in dirnames:
@@ -19,6 +21,9 @@ def tree_digest(root: Path) -> dict[str, str]:
             p = Path(dirpath) / f
             if p.is_symlink():
                 out[str(p.relative_to(root))] = f"link:{os.readlink(p)}"
+                continue
+            if not p.is_file():  # a FIFO or a device: reading it could block forever, or never end
+                out[str(p.relative_to(root))] = f"special:{stat.S_IFMT(os.lstat(p).st_mode):o}"
                 continue
             h = hashlib.sha256()
             with open(p, "rb") as fh:
