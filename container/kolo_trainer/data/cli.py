@@ -38,9 +38,9 @@ def check_main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     path: Path
     if args.data_root and not os.path.isabs(args.file):
-        from ..names import resolve_under
+        from ..runfolder import DataRoot  # the data root's one path rule: no name or link leads out of it
 
-        path = resolve_under(args.data_root, args.file, "data file")
+        path = DataRoot(args.data_root).resolve(args.file, "data file")
     else:
         path = Path(args.file)
     res = load(path, args.format, display_name=shown(args.file), keep_rows=False)
@@ -48,9 +48,10 @@ def check_main(argv: list[str]) -> int:
     if args.json:
         _print_json(res, st)
         return 3 if res.problems else 0
-    _print_text(res, st)
+    fatal = any(p.kind == "file" for p in res.problems)
+    if not (fatal and res.rows_total == 0):  # (no summary of a file that could not be read at all)
+        _print_text(res, st)
     if res.problems:
-        fatal = any(p.kind == "file" for p in res.problems)
         raise DataError([str(p) for p in res.problems],
                         hint=None if fatal else "fix them, or pass --skip-invalid to `kolo train` to train on the "
                         "valid rows")

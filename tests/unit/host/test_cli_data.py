@@ -68,3 +68,21 @@ def test_check_reports_every_problem_with_file_line(kolo, tmp_path, data_root):
     doc = json.loads(r.stdout)
     assert doc["rows_valid"] == 4 and doc["problems"] == []
     assert doc["warnings"]  # exact duplicate rows are reported
+
+
+def test_check_names_a_data_root_file_as_given_and_applies_the_root_rules(kolo, data_root, tmp_path):
+    (data_root / "data" / "ok.jsonl").write_text("{oops\n")
+    r = kolo("data", "check", "data/ok.jsonl")
+    assert r.returncode == 3 and "data/ok.jsonl:1: invalid JSON" in r.stderr  # not the absolute path
+    (tmp_path / "elsewhere.jsonl").write_text(GOOD)
+    (data_root / "data" / "link.jsonl").symlink_to(tmp_path / "elsewhere.jsonl")
+    r = kolo("data", "check", "data/link.jsonl")
+    assert r.returncode == 2 and "leads outside the data root" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_format_choices_come_from_the_format_table(kolo):
+    from kolo_trainer.data.formats import FORMATS
+
+    for verb in ("check", "add"):
+        r = kolo("data", verb, "--help")
+        assert r.returncode == 0 and "|".join(FORMATS) in r.stdout, r.stdout
