@@ -1,4 +1,4 @@
-"""The one definition of every kolo option (training and export).
+"""The one definition of every kolo option (training, export and chat).
 
 Each field is declared once: type, default, help text, constraints. The CLI flags (host and trainer), the YAML
 config keys, the argv sent into the container and the manifest are all derived from these models by ``spec``.
@@ -197,4 +197,36 @@ class ExportOptions(_Options):
     @classmethod
     def _name(cls, v: str) -> str:
         names.check_run_name(v)
+        return v
+
+
+class ChatOptions(_Options):
+    """Options of ``kolo chat`` / ``python -m kolo_trainer chat``."""
+
+    output_dir: str = Field(..., description="Run folder name under <data root>/outputs/ (an exported run).")
+    quantization: Optional[str] = Field(None, description="Which GGUF to chat with: " + ", ".join(QUANTIZATIONS)
+                                        + " (default: Q4_K_M when exported, else the smallest exported).")
+    prompt: Optional[str] = Field(None, description="Ask one question, print the answer and exit (default: an "
+                                  "interactive chat; Ctrl-D or /bye ends it).")
+    temperature: Optional[float] = Field(None, ge=0.0, le=5.0, description="Override the Modelfile's temperature "
+                                         "(0 = greedy).")
+    max_tokens: int = Field(256, ge=1, le=1_048_576, description="Longest answer in tokens.")
+
+    @field_validator("quantization")
+    @classmethod
+    def _quant(cls, v: Optional[str]) -> Optional[str]:
+        return None if v is None else _normalise_quant([v])[0]
+
+    @field_validator("output_dir")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        names.check_run_name(v)
+        return v
+
+    @field_validator("prompt")
+    @classmethod
+    def _text(cls, v: Optional[str]) -> Optional[str]:
+        # A prompt may hold newlines and any visible text; only what no argv or tokenizer can carry is refused.
+        if v is not None and ("\x00" in v or any(0xD800 <= ord(c) <= 0xDFFF for c in v)):
+            raise ValueError("contains a NUL or a lone surrogate, which is not valid text")
         return v

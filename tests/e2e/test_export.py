@@ -309,7 +309,10 @@ def test_sigkill_mid_conversion_leaves_no_partial_file_and_rerun_completes(tmp_p
     exp = _export_section(run)
     assert exp["status"] == "finished"
     assert exp["verification"]["tokens"]["equal"] == exp["verification"]["tokens"]["prompts"] > 0
-    assert exp["verification"]["greedy"]["equal"] == exp["verification"]["greedy"]["prompts"] > 0
+    # An untrained model's logits are nearly flat: a greedy difference at a near-tie is verification's warning,
+    # any other is its problem (and the status says "failed").
+    assert exp["verification"]["greedy"]["prompts"] > 0 and exp["verification"]["problems"] == []
+    assert exp["verification"]["status"] in ("passed", "passed with warnings")
     assert {p.name for p in gguf.iterdir()} == {"big-F16.gguf", "big-Q4_K_M.gguf", "Modelfile.F16",
                                                 "Modelfile.Q4_K_M"}
 
@@ -383,7 +386,7 @@ def test_kolo_export_cli_rerun_bad_quant_and_missing_run(exported):
     r = _kolo(root, "export", "run1", "--quantization", "Q3_K_S")
     assert r.returncode == 2 and "unknown quantization 'Q3_K_S'" in r.stderr and "Traceback" not in r.stderr
     r = _kolo(root, "export", "no-such-run")
-    assert r.returncode == 2 and "no training run 'no-such-run'" in r.stderr
+    assert r.returncode == 2 and "no run 'no-such-run'" in r.stderr
     r = _kolo(root, "export", "run1", "--dry-run", "--quantization", "Q8_0", "--system", "it's \"quoted\"; ok")
     assert r.returncode == 0
     import shlex

@@ -9,60 +9,92 @@ or at any of the Modelfile's stop strings.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from .. import manifest, names, templates
+from .. import spec, templates
 from ..errors import ExportError, OptionsError
-from ..options import QUANTIZATIONS
+from ..options import QUANTIZATIONS, ChatOptions
+from ..runfolder import DataRoot, Run
 
 
-def _parser() -> argparse.ArgumentParser:
-    class P(argparse.ArgumentParser):
-        def error(self, message: str):  # type: ignore[override]
-            raise OptionsError([message])
+@dataclass
+class Exported:
+    """The files one quantisation of an exported run is chatted with, each checked to exist."""
 
-    p = P(prog="python -m kolo_trainer chat")
-    p.add_argument("--output-dir", required=True)
-    p.add_argument("--quantization")
-    p.add_argument("--prompt")
-    p.add_argument("--temperature", type=float)
-    p.add_argument("--max-tokens", type=int, default=256)
-    p.add_argument("--data-root", default=os.environ.get("KOLO_DATA", "./kolo_data"))
-    return p
+    quant: str
+    modelfile_path: Path
+    mf: Any  # modelfile.Modelfile
+    gguf: Path
+    adapter: Optional[Path]
+    data: dict  # the run's manifest
+
+
+def default_quant(modelfiles: dict) -> str:
+    """Q4_K_M when it was exported, else the smallest exported quantisation."""
+    if "Q4_K_M" in modelfiles:
+        return "Q4_K_M"
+    for q in reversed(QUANTIZATIONS):
+        if q in modelfiles:
+            return q
+    return "Q4_K_M"
+
+
+def exported(run: Run, quant: Optional[str]) -> Exported:
+    """The Modelfile and GGUF(s) of ``quant`` (default: :func:`default_quant`) of ``run``, or one clear error
+    naming what is missing and the ``kolo export`` that writes it again. Light: the host checks with it too."""
+    from . import modelfile
+
+    data = run.require(finished=True, verb="chat with", error=ExportError)
+    exp = data.get("export") or {}
+    mfs = exp.get("modelfiles") or {}
+    if not mfs:
+        status = exp.get("status")
+        why = f"its last export did not finish (status: {status})" if status and status != "finished" \
+            else "it has not been exported yet"
+        raise ExportError(f"cannot chat with {run.label}: {why}", hint=f"run `kolo export {run.name}` first")
+    q = quant or default_quant(mfs)
+    if q not in mfs:
+        raise OptionsError([f"--quantization: {q} was not exported for {run.label} (exported: {', '.join(mfs)})"],
+                           hint=f"run `kolo export {run.name} --quantization {q}`, or pick an exported one")
+    fix = f"run `kolo export {run.name} --quantization {q}` to write it again"
+    mf_path = _exported_file(run, str(Path(mfs[q])), "the Modelfile", fix)
+    mf = modelfile.parse(mf_path.read_text(encoding="utf-8"), source=f"{run.label}/{mfs[q]}")
+    gguf = _exported_file(run, _beside(mf_path, run, mf.from_), f"the GGUF that {mfs[q]} names (FROM)", fix)
+    adapter = _exported_file(run, _beside(mf_path, run, mf.adapter), f"the LoRA GGUF that {mfs[q]} names "
+                             "(ADAPTER)", fix) if mf.adapter else None
+    return Exported(q, mf_path, mf, gguf, adapter, data)
+
+
+def _beside(mf_path: Path, run: Run, name: str) -> str:
+    """A Modelfile's FROM/ADAPTER path, relative to the run folder (it is relative to the Modelfile's folder)."""
+    return os.path.relpath(os.path.normpath(mf_path.parent / name), run.path)
+
+
+def _exported_file(run: Run, rel: str, what: str, fix: str) -> Path:
+    p = run.path / rel
+    real = Path(os.path.realpath(p))
+    if rel.startswith("..") or os.path.isabs(rel) or run.path.resolve() not in real.parents:
+        raise ExportError(f"{what} {run.label}/{rel} is outside the run folder", hint=fix)
+    if not real.is_file():
+        raise ExportError(f"{what} {run.label}/{rel} is missing", hint=fix)
+    return real
 
 
 class Session:
     """One chat: the GGUF, its Modelfile settings and the conversation so far."""
 
-    def __init__(self, run_dir: Path, quant: str, temperature: Optional[float] = None):
-        from . import modelfile
-
-        data = manifest.load(run_dir)
-        exp = data.get("export") or {}
-        mfs = exp.get("modelfiles") or {}
-        if not mfs:
-            raise ExportError(f"run {run_dir.name!r} has not been exported yet",
-                              f"run `kolo export {run_dir.name}` first")
-        if quant not in mfs:
-            raise OptionsError([f"--quantization: {quant} was not exported for this run (exported: "
-                                f"{', '.join(mfs)}); run `kolo export {run_dir.name} --quantization {quant}`"])
-        mf_path = run_dir / mfs[quant]
-        self.mf = modelfile.parse(mf_path.read_text(encoding="utf-8"))
-        gguf = (mf_path.parent / self.mf.from_).resolve()
-        if not gguf.is_file():
-            raise ExportError(f"{mf_path}: FROM {self.mf.from_} does not exist", f"run `kolo export {run_dir.name}`")
-        adapter = (mf_path.parent / self.mf.adapter).resolve() if self.mf.adapter else None
+    def __init__(self, files: Exported, temperature: Optional[float] = None):
+        self.mf = files.mf
         self.stops = list(self.mf.parameters.get("stop", []))
         self.num_ctx = int((self.mf.parameters.get("num_ctx") or ["2048"])[-1])
         self.temperature = temperature if temperature is not None else \
             float((self.mf.parameters.get("temperature") or ["0.8"])[-1])
         self.top_p = float((self.mf.parameters.get("top_p") or ["0.9"])[-1])
-        ct = data.get("chat_template") or {}
-        self.jinja = ct.get("jinja")
+        self.jinja = (files.data.get("chat_template") or {}).get("jinja")
         self.messages: list[dict] = []
         from ..templates import gorender
 
@@ -71,10 +103,10 @@ class Session:
             raise ExportError("this run has neither a Modelfile TEMPLATE nor a chat template to format prompts with")
         import llama_cpp
 
-        kwargs: dict[str, Any] = dict(model_path=str(gguf), n_ctx=self.num_ctx, verbose=False, seed=0,
+        kwargs: dict[str, Any] = dict(model_path=str(files.gguf), n_ctx=self.num_ctx, verbose=False, seed=0,
                                       n_threads=max(1, min(8, os.cpu_count() or 1)))
-        if adapter is not None:
-            kwargs["lora_path"] = str(adapter)
+        if files.adapter is not None:
+            kwargs["lora_path"] = str(files.adapter)
         self.llm = llama_cpp.Llama(**kwargs)
         self.bos_text = self.llm.detokenize([self.llm.token_bos()], special=True).decode("utf-8", "replace") \
             if self.llm.token_bos() >= 0 else ""
@@ -134,32 +166,14 @@ class Session:
         return answer
 
 
-def default_quant(run_dir: Path) -> str:
-    mfs = ((manifest.load(run_dir).get("export") or {}).get("modelfiles") or {})
-    if "Q4_K_M" in mfs:
-        return "Q4_K_M"
-    for q in reversed(QUANTIZATIONS):  # the smallest exported
-        if q in mfs:
-            return q
-    return "Q4_K_M"
-
-
 def run(argv: list[str]) -> int:
-    a = _parser().parse_args(argv)
-    try:
-        names.check_plain(a.output_dir)
-    except ValueError as e:
-        raise OptionsError([f"--output-dir: {e}"]) from None
-    run_dir = names.resolve_under(a.data_root, f"outputs/{a.output_dir}", "output dir")
-    if not (run_dir / manifest.MANIFEST).is_file():
-        raise ExportError(f"no run {a.output_dir!r} under {Path(a.data_root) / 'outputs'}")
-    quant = a.quantization.strip().upper() if a.quantization else default_quant(run_dir)
-    if quant not in QUANTIZATIONS:
-        raise OptionsError([f"--quantization: unknown quantization {a.quantization!r}; choose from "
-                            f"{', '.join(QUANTIZATIONS)}"])
-    s = Session(run_dir, quant, a.temperature)
-    if a.prompt is not None:
-        s.ask(a.prompt, a.max_tokens, out=sys.stdout)
+    root_s, rest = spec.pop_data_root(list(argv))
+    opts, _explicit = spec.parse_argv(ChatOptions, rest, prog="python -m kolo_trainer chat")
+    assert isinstance(opts, ChatOptions)
+    run = DataRoot(root_s).check().run(opts.output_dir, "output dir")
+    s = Session(exported(run, opts.quantization), opts.temperature)
+    if opts.prompt is not None:
+        s.ask(opts.prompt, opts.max_tokens, out=sys.stdout)
         print()
         return 0
     print(f"chatting with {s.mf.from_} (Ctrl-D or /bye to end)", file=sys.stderr)
@@ -173,5 +187,5 @@ def run(argv: list[str]) -> int:
             return 0
         if not line.strip():
             continue
-        s.ask(line, a.max_tokens, out=sys.stdout)
+        s.ask(line, opts.max_tokens, out=sys.stdout)
         print()

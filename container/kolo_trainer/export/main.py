@@ -92,24 +92,14 @@ def check(root: DataRoot, run: Run, ctx: stages.Context) -> Plan:
     bad_option, bad_run = _adapter_problems(opts, method, adapter_dir)
     if method == "full" and not (run.path / "model" / "config.json").is_file():
         bad_run.append(f"{run.label}/model: no fine-tuned model (config.json) in this run")
-    base = None
-    if method != "full" and not bad_run:
-        from .merge import resolve_base
-
-        try:
-            base = resolve_base(ctx)
-        except KoloError as e:
-            bad_run.append(e.message + (f" ({e.hint})" if e.hint else ""))
-        if base is not None and opts.adapter_only and not Path(base).is_dir():
-            bad_option.append(f"--adapter-only needs the base model as a local folder under the data root, not "
-                              f"the hub id {base!r}; export the merged model (without --adapter-only)")
+    base = _base(root, ctx, bad_option, bad_run) if method != "full" and not bad_run else None
     if bad_option:
         raise OptionsError(bad_option + bad_run, hint="see `kolo export --help`")
     if bad_run:
         raise ExportError(f"cannot export {run.label}:\n" + "\n".join(f"  - {p}" for p in bad_run),
-                          hint="export a finished run that kolo trained; `kolo list` shows them")
+                          hint=f"fix what is named above, then run `kolo export {ctx.name}` again")
     if opts.adapter_only:
-        plan = Plan(method, adapter_dir, base, Path(base), f"{ctx.name}-base")  # type: ignore[arg-type]
+        plan = Plan(method, adapter_dir, base, Path(str(base)), f"{ctx.name}-base")
     elif method == "full":
         plan = Plan(method, adapter_dir, None, run.path / "model", ctx.name)
     else:
@@ -119,6 +109,25 @@ def check(root: DataRoot, run: Run, ctx: stages.Context) -> Plan:
 
     converter.ensure()  # raises ExportError naming the fix when the converter cannot be had
     return plan
+
+
+def _base(root: DataRoot, ctx: stages.Context, bad_option: list[str], bad_run: list[str]) -> Optional[str]:
+    """The base model of a LoRA run (a folder, or a hub id), or None with the problem appended."""
+    from .merge import resolve_base
+
+    gone = _local_base_problems(root, ctx.data)
+    if gone:
+        bad_run += gone
+        return None
+    try:
+        base = resolve_base(ctx)
+    except KoloError as e:
+        bad_run.append(e.message + (f" ({e.hint})" if e.hint else ""))
+        return None
+    if ctx.opts.adapter_only and not Path(base).is_dir():
+        bad_option.append(f"--adapter-only needs the base model as a local folder under the data root, not the "
+                          f"hub id {base!r}; export the merged model (without --adapter-only)")
+    return base
 
 
 def _adapter_problems(opts: ExportOptions, method: str, adapter_dir: Path) -> tuple[list[str], list[str]]:
@@ -143,6 +152,22 @@ def _adapter_problems(opts: ExportOptions, method: str, adapter_dir: Path) -> tu
                           "(modules_to_save), which a GGUF LoRA adapter cannot hold; export the merged model "
                           "(without --adapter-only)")
     return bad_option, bad_run
+
+
+def _local_base_problems(root: DataRoot, data: dict) -> list[str]:
+    """A run trained on a local base model needs that folder again (merge, --adapter-only): say so when it is gone,
+    rather than taking its relative name for a Hugging Face id."""
+    local = (data.get("base_model") or {}).get("local_path")
+    if not local or Path(str(local)).is_absolute():
+        return []
+    try:
+        folder = root.resolve(str(local), "the base model")
+    except KoloError as e:
+        return [e.message]
+    if (folder / "config.json").is_file():
+        return []
+    return [f"the base model folder {local} this run was trained on is gone from the data root {root.display} "
+            "(put it back: the adapter only works with that exact model)"]
 
 
 def _check_disk(root: DataRoot, ctx: stages.Context, plan: Plan) -> None:
