@@ -20,6 +20,9 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
   command -v busybox >/dev/null 2>&1 || missing+=(busybox-static)
   command -v go >/dev/null 2>&1 || missing+=(golang-go)
+  # the dashboard's browser tests (tests/browser): Playwright drives Debian's chromium, never its own download
+  [ -x /usr/lib/chromium/chromium-headless-shell ] || missing+=(chromium-headless-shell)
+  command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
   if [ ${#missing[@]} -gt 0 ]; then
     say "apt-get install ${missing[*]}"
     apt-get update -qq

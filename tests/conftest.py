@@ -36,7 +36,7 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 #: marker -> the environment variable that turns its skips into failures
-REQUIRED_SUITES = {"docker": "KOLO_REQUIRE_DOCKER", "e2e": "KOLO_REQUIRE_E2E"}
+REQUIRED_SUITES = {"docker": "KOLO_REQUIRE_DOCKER", "e2e": "KOLO_REQUIRE_E2E", "browser": "KOLO_REQUIRE_BROWSER"}
 
 
 def required_markers(item: pytest.Item) -> list[str]:

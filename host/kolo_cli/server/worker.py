@@ -1,0 +1,239 @@
+"""The job runner: queued jobs run one at a time per worker thread, through the CLI's own pipeline and transports.
+
+A job runs exactly the trainer argv of ``kolo train`` (:func:`kolo_cli.pipeline.train_steps`) or of ``kolo
+export``, through :func:`kolo_cli.transport.make_transport` -- the same code, the same Ctrl-C path. Only the
+renderer differs: :class:`JobRenderer` records events and log lines for the job instead of printing them.
+
+Honest states: ``completed`` only when every step exited 0 AND the run's kolo.json says the work finished;
+``cancelled`` only when a user asked; ``interrupted`` when the server went away while the trainer ran (found at
+the next start, see :meth:`Worker.recover`). No timer ever decides a state.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import threading
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from sqlmodel import Session, select
+
+from . import db
+from .db import Job
+
+#: Seconds the trainer gets to checkpoint after a cancel before it is killed (Transport.stop's grace).
+CANCEL_GRACE_S = 30.0
+
+
+class JobRenderer:
+    """A transport renderer (``event`` / ``log`` / ``close``) that records into the job instead of a terminal."""
+
+    def __init__(self, worker: "Worker", job_id: int, exporting: bool):
+        self.worker, self.job_id, self.exporting = worker, job_id, exporting
+        self.log_file = open(worker.log_path(job_id), "a", encoding="utf-8")
+        self.errors: collections.deque[str] = collections.deque(maxlen=8)
+
+    def event(self, ev: dict[str, Any]) -> None:
+        kind = str(ev.get("event", "event"))
+        fields: dict[str, Any] = {}
+        if kind == "progress" and ev.get("stage") == "train" and not self.exporting:
+            fields = {"step": ev.get("step"), "total_steps": ev.get("total"), "eta_s": ev.get("eta_s")}
+            for key in ("loss", "eval_loss"):
+                if ev.get(key) is not None:
+                    fields[key] = ev.get(key)
+        elif kind == "stage" and ev.get("stage") == "export":
+            fields = {"status": db.EXPORTING}
+        if fields:
+            db.update_job(self.worker.engine, self.job_id, **fields)
+        db.add_event(self.worker.engine, self.job_id, kind, ev)
+        self.worker.publish(self.job_id)
+
+    def log(self, line: str, stream: str) -> None:
+        self.log_file.write(line + "\n")
+        self.log_file.flush()
+        if stream == "stderr" and line.strip():
+            self.errors.append(line.strip())
+
+    def close(self) -> None:
+        self.log_file.flush()
+
+
+class Worker:
+    """``workers`` threads; each takes the oldest queued job, runs it to the end, then the next."""
+
+    def __init__(self, engine: Any, data_root: Path, runtime: str, container: str, workers: int = 1,
+                 publish: Callable[[int], None] = lambda job_id: None, debug: bool = False):
+        self.engine, self.data_root, self.runtime, self.container = engine, data_root, runtime, container
+        self.workers, self.publish, self.debug = workers, publish, debug
+        self.wake = threading.Event()
+        self.stopping = threading.Event()
+        self.claim_lock = threading.Lock()
+        self.running: dict[int, Any] = {}  # job id -> its transport (holds the live process)
+        self.threads: list[threading.Thread] = []
+        self.logs = data_root / "server" / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+
+    def log_path(self, job_id: int) -> Path:
+        return self.logs / f"job-{job_id}.log"
+
+    # ----------------------------------------------------------------------------------------- lifecycle
+    def start(self) -> None:
+        self.recover()
+        for i in range(self.workers):
+            t = threading.Thread(target=self._loop, name=f"kolo-worker-{i}", daemon=True)
+            t.start()
+            self.threads.append(t)
+
+    def recover(self) -> None:
+        """Jobs that were running when the server last stopped have no process any more: ``interrupted``."""
+        with Session(self.engine) as s:
+            stale = [j.id for j in s.exec(select(Job).where(Job.status.in_((db.RUNNING, db.EXPORTING))))]
+        for job_id in stale:
+            self.finish(job_id, db.INTERRUPTED, error="the server stopped while this job ran; resume it to "
+                                                       "continue from its last checkpoint")
+
+    def shutdown(self) -> None:
+        """Stop the running trainers (each saves a checkpoint) and mark their jobs ``interrupted``."""
+        self.stopping.set()
+        self.wake.set()
+        for job_id in list(self.running):
+            self._stop_process(job_id)
+        for t in self.threads:
+            t.join(timeout=CANCEL_GRACE_S + 20)
+
+    # ----------------------------------------------------------------------------------------- the loop
+    def _loop(self) -> None:
+        while not self.stopping.is_set():
+            job_id = self._claim()
+            if job_id is None:
+                self.wake.wait(timeout=1.0)
+                self.wake.clear()
+                continue
+            try:
+                self._run(job_id)
+            except Exception as e:  # a bug must fail the job, never kill the worker thread
+                self.finish(job_id, db.FAILED, error=f"internal error: {type(e).__name__}: {e}")
+
+    def _claim(self) -> Optional[int]:
+        with self.claim_lock, Session(self.engine) as s:
+            job = s.exec(select(Job).where(Job.status == db.QUEUED).order_by(Job.id)).first()
+            if job is None:
+                return None
+            job.status = db.EXPORTING if job.task == "export" else db.RUNNING
+            job.started, job.finished, job.error, job.exit_code = db.now(), None, None, None
+            s.add(job)
+            s.commit()
+            job_id, status = int(job.id), job.status
+        db.add_event(self.engine, job_id, "status", {"status": status})
+        self.publish(job_id)
+        return job_id
+
+    def _run(self, job_id: int) -> None:
+        from kolo_trainer.errors import KoloError
+
+        from ..pipeline import train_steps
+        from ..transport import make_transport, trainer_argv
+
+        job = db.get_job(self.engine, job_id)
+        transport = _recording(make_transport(self.runtime, self.container, self.data_root, debug=self.debug))
+        self.running[job_id] = transport
+        rc, error = 1, None
+        renderer = None
+        try:
+            if job.task == "export":
+                from kolo_trainer.options import ExportOptions
+
+                quants = json.loads(job.export_quantizations)
+                steps = [trainer_argv("export", ExportOptions, {"output_dir": job.output_dir, "quantization": quants},
+                                      transport.data_root)]
+            else:
+                steps = self._train_steps(job, transport, train_steps)
+            for i, argv in enumerate(steps):
+                if db.get_job(self.engine, job_id).cancel_requested:
+                    break
+                exporting = job.task == "export" or i > 0
+                if exporting:
+                    db.update_job(self.engine, job_id, status=db.EXPORTING)
+                renderer = JobRenderer(self, job_id, exporting)
+                rc = transport.run(argv, renderer)
+                if rc != 0 or db.get_job(self.engine, job_id).cancel_requested:
+                    break
+        except KoloError as e:
+            error, rc = e.message + (f" ({e.hint})" if e.hint else ""), e.exit_code
+        finally:
+            self.running.pop(job_id, None)
+        self._conclude(job_id, rc, error, renderer)
+
+    def _train_steps(self, job: Job, transport: Any, train_steps: Any) -> list[list[str]]:
+        from kolo_trainer import spec
+        from kolo_trainer.options import TrainOptions
+
+        opts, explicit = spec.merge(TrainOptions, {}, json.loads(job.options))
+        return train_steps(opts, explicit, transport.data_root)
+
+    def _conclude(self, job_id: int, rc: int, error: Optional[str], renderer: Optional[JobRenderer]) -> None:
+        job = db.get_job(self.engine, job_id)
+        if job.cancel_requested:
+            self.finish(job_id, db.CANCELLED, exit_code=rc, error="cancelled by request")
+            return
+        if self.stopping.is_set() and rc != 0:
+            self.finish(job_id, db.INTERRUPTED, exit_code=rc, error="the server stopped while this job ran; "
+                                                                    "resume it to continue")
+            return
+        if error is None and rc != 0:
+            tail = list(renderer.errors) if renderer is not None else []
+            error = (tail[-1] if tail else f"the trainer exited with code {rc}")
+        if error is None:
+            error = self._manifest_problem(job)
+        self.finish(job_id, db.COMPLETED if error is None else db.FAILED, exit_code=rc, error=error)
+
+    def _manifest_problem(self, job: Job) -> Optional[str]:
+        """None when the run's kolo.json says the work is done; else why the job cannot count as completed."""
+        from kolo_trainer.errors import KoloError
+        from kolo_trainer.runfolder import DataRoot
+
+        try:
+            data = DataRoot(self.data_root).run(job.output_dir).manifest()
+        except KoloError as e:
+            return e.message
+        if data.get("status") != "finished":
+            return f"the trainer exited 0 but kolo.json says status {data.get('status')!r}"
+        wanted = json.loads(job.export_quantizations) if job.task == "export" else \
+            json.loads(job.options).get("quantization") or []
+        if wanted and (data.get("export") or {}).get("status") != "finished":
+            return f"the export exited 0 but kolo.json says export status {(data.get('export') or {}).get('status')!r}"
+        return None
+
+    def finish(self, job_id: int, status: str, **fields: Any) -> None:
+        db.update_job(self.engine, job_id, status=status, finished=db.now(), **fields)
+        job = db.get_job(self.engine, job_id)
+        db.add_event(self.engine, job_id, "status", {"status": status, "error": job.error,
+                                                     "exit_code": job.exit_code})
+        self.publish(job_id)
+
+    # ----------------------------------------------------------------------------------------- cancel
+    def cancel(self, job_id: int) -> None:
+        """Ask the trainer to stop (SIGINT, inside the container too); the job's thread concludes it."""
+        threading.Thread(target=self._stop_process, args=(job_id,), daemon=True).start()
+
+    def _stop_process(self, job_id: int) -> None:
+        transport = self.running.get(job_id)
+        proc = getattr(transport, "proc", None)
+        if transport is not None and proc is not None:
+            transport.stop(proc, CANCEL_GRACE_S)
+
+
+def _recording(transport: Any) -> Any:
+    """The same transport, remembering the process it starts, so that a cancel can hand it to ``stop`` -- the very
+    code Ctrl-C runs (SIGINT to the trainer, or the stop script inside the container)."""
+
+    class Recording(type(transport)):  # type: ignore[misc, valid-type]
+        proc = None
+
+        def _wait(self, proc: Any, renderer: Any, grace_s: float) -> int:
+            self.proc = proc
+            return super()._wait(proc, renderer, grace_s)
+
+    transport.__class__ = Recording
+    return transport
