@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DataError, OptionsError
-from .formats import FORMATS
+from .formats import FORMATS, help_text
 from .loader import load
 from .results import LoadResult, shown
 from .rowstats import StatsAccumulator
@@ -25,7 +25,9 @@ class _CheckParser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    ap = _CheckParser(prog="kolo_trainer check", description="Validate a training file and print statistics.")
+    ap = _CheckParser(prog="kolo_trainer check", description="Validate a training file and print statistics.",
+                      epilog="formats:\n" + "\n".join("  " + line for line in help_text().splitlines()),
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("file", help="JSONL, JSON or CSV file (relative to the data root when --data-root is given)")
     ap.add_argument("--format", default="auto", choices=FORMATS, help="input format (default: detect)")
     ap.add_argument("--json", action="store_true", help="print one JSON document instead of text")

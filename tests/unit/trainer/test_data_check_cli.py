@@ -57,3 +57,12 @@ def test_data_package_is_light():
             "print(sorted(m for m in ('jinja2', 'torch', 'transformers', 'pydantic') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_check_help_describes_every_format_from_the_table():
+    from kolo_trainer.data import formats
+
+    r = run_check("--help")
+    assert r.returncode == 0
+    for f in formats.TABLE:
+        assert f"  {f.name}: {f.help}" in r.stdout
