@@ -86,3 +86,24 @@ def test_format_choices_come_from_the_format_table(kolo):
     for verb in ("check", "add"):
         r = kolo("data", verb, "--help")
         assert r.returncode == 0 and "|".join(FORMATS) in r.stdout, r.stdout
+
+
+def test_list_names_a_folder_it_cannot_read_and_goes_on(data_root, monkeypatch):
+    """A folder kolo may not read (permission denied) is a note, not the end of the listing. Faked with a patched
+    os.scandir: these tests run as root, for whom no permission bit denies reading."""
+    import os
+
+    from kolo_cli.commands import data as cmd
+
+    (data_root / "data" / "locked").mkdir()
+    (data_root / "data" / "ok.jsonl").write_text(GOOD)
+    real = os.scandir
+
+    def scandir(path):
+        if os.path.basename(path) == "locked":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(cmd.os, "scandir", scandir)
+    got = {e.rel: e.note for e in cmd._entries(data_root, data_root / "data")}
+    assert got == {"data/ok.jsonl": "", "data/locked": "cannot read this folder: Permission denied"}
