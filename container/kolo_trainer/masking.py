@@ -163,11 +163,10 @@ def _bos_id_to_add(tokenizer: Any, text: str) -> Optional[int]:
         return None
     if text.startswith(bos):
         return None
-    adds = getattr(tokenizer, "add_bos_token", None)
-    if adds is None:  # ask the tokenizer what it does by default
-        ids = tokenizer("a", add_special_tokens=True)["input_ids"]
-        adds = bool(ids) and ids[0] == bos_id
-    return bos_id if adds else None
+    # Ask the tokenizer what it does (its add_bos_token attribute can disagree with its post-processor, e.g. a
+    # transformers-5 save of a SentencePiece tokenizer): the behaviour is what llama.cpp's converter copies.
+    ids = tokenizer("a", add_special_tokens=True)["input_ids"]
+    return bos_id if ids and ids[0] == bos_id else None
 
 
 def _tokenise(tokenizer: Any, text: str, spans: list[tuple[int, int]]) -> tuple[list[int], list[tuple[int, int]]]:

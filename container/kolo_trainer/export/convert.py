@@ -88,6 +88,10 @@ def to_gguf(model_dir: Path, out_tmp: Path, outtype: str = "f16", stage: str = "
     with special_tokens.converter_view(model_dir, Path(out_tmp).parent) as (src, report):
         if report["declared"]:
             progress.emit("metric", stage=stage, name="declared_special_tokens", value=len(report["declared"]))
+        if report.get("add_space_prefix") is False:
+            progress.emit("warning", message="the GGUF's add_space_prefix is turned off to match the HF tokenizer "
+                          "(no SentencePiece space after a special token); a prompt whose text starts with plain "
+                          "text still tokenises differently (verification's token parity shows it)")
         if report["out_of_range"]:
             progress.emit("warning", message="the model's vocab_size cannot hold the added tokens "
                           f"{', '.join(report['out_of_range'])}: llama.cpp's converter drops them")

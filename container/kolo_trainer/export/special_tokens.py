@@ -75,10 +75,36 @@ def plan(model_dir: str | os.PathLike) -> tuple[dict, Optional[dict]]:
             continue
         decoder[key] = want
         report["declared"].append(tok["content"])
-    if not report["declared"]:
-        return report, None
-    cfg["added_tokens_decoder"] = dict(sorted(decoder.items(), key=lambda kv: int(kv[0])))
-    return report, cfg
+    changed = bool(report["declared"])
+    if report["declared"]:
+        cfg["added_tokens_decoder"] = dict(sorted(decoder.items(), key=lambda kv: int(kv[0])))
+    if cfg.get("add_prefix_space") is None and _no_space_after_special(d, added):
+        # llama.cpp's SentencePiece tokenizer writes the dummy-prefix space after EVERY special token (GGUF
+        # add_space_prefix, default on); this HF tokenizer writes none there, so "<|im_start|>system" would become
+        # [<|im_start|>, ▁system] in Ollama and [<|im_start|>, system] in training. The converter turns the GGUF
+        # flag off when tokenizer_config.json says add_prefix_space: false (conversion/llama.py). What stays
+        # unequal: a prompt whose text starts with plain text (HF writes ▁ there, llama.cpp then does not).
+        cfg["add_prefix_space"] = False
+        report["add_space_prefix"] = False
+        changed = True
+    return report, (cfg if changed else None)
+
+
+def _no_space_after_special(model_dir: Path, added: list[dict]) -> bool:
+    """True when the HF tokenizer (as transformers loads it: its Python layer can drop the ▁ that tokenizer.json
+    alone would write) puts no SentencePiece ▁ on the text that follows a special token."""
+    special = next((t["content"] for t in added if t.get("special") and len(t["content"]) > 2
+                    and t["content"] not in ("<s>", "</s>", "<unk>", "<pad>")), None)
+    if special is None:
+        return False
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(str(model_dir))
+    except Exception as e:  # transformers raises many types; a folder it cannot load is reported, not guessed
+        raise ExportError(f"cannot load the tokenizer of {model_dir}: {e.__class__.__name__}: {e}") from None
+    pieces = tok.convert_ids_to_tokens(tok(special + "a", add_special_tokens=False)["input_ids"])
+    return len(pieces) >= 2 and pieces[0] == special and not pieces[1].startswith("\u2581")
 
 
 def _write_json(path: Path, data: dict) -> None:

@@ -1,9 +1,12 @@
 """Stage 5: prove the exported files behave like the model that was trained.
 
 (a) every GGUF loads in llama-cpp-python and generates;
-(b) on prompts from the training data, rendered with the training chat template, the GGUF tokenizer's prompt ids
-    equal the HF tokenizer's (BOS and special tokens included), and greedy decoding of the F16 GGUF equals greedy
-    decoding of the HF model (token ids); a mismatch names the first differing position;
+(b) on prompts from the training data, rendered with the training chat template (and the run's pinned date), the
+    GGUF tokenizer's prompt ids equal the HF tokenizer's (BOS and special tokens included); and along the shortest
+    training conversations (prompt + reply, teacher forcing) the F16 GGUF predicts the same next token as the HF
+    model at every position of the reply (one batched HF forward pass: the greedy decoding of the reply, checked
+    at the cost of one prefill instead of one pass per generated token); a mismatch names the first differing
+    position;
 (c) the Modelfile's TEMPLATE (and SYSTEM), read back the way Ollama's parser reads it and rendered with Go's
     text/template the way Ollama renders chats, equals the HF chat template's rendering of the same conversations.
 
@@ -12,10 +15,10 @@ What the two sides are, exactly:
   BOS when the tokenizer adds one and the text does not start with it (the rule training uses; see templates).
 * GGUF prompt ids: what Ollama does: the template rendered *without* BOS (an Ollama TEMPLATE never contains it),
   tokenised by llama.cpp with ``add_bos`` per the GGUF's metadata and special tokens parsed.
-* Greedy: 16 new tokens, both sides stopping at the same stop ids (eos + single-token stop strings). The HF model is
-  run in float32 from the same 16-bit weights the GGUF was converted from. A difference where HF's top-2 logit
-  margin is below ``NEAR_TIE`` is reported as a warning (a numerical near-tie between f32 and llama.cpp's f16
-  matmuls), any other difference fails.
+* Next-token parity: the argmax at every reply position. The HF model is run in float32 from the same 16-bit
+  weights the GGUF was converted from. A difference where HF's top-2 logit margin is below ``NEAR_TIE`` is reported
+  as a warning (a numerical near-tie between f32 and llama.cpp's f16 matmuls), any other difference fails. Each
+  other GGUF is loaded and generates 8 tokens (stopping at eos + single-token stop strings).
 """
 
 from __future__ import annotations
@@ -28,8 +31,9 @@ from .. import progress, templates
 from . import stages
 
 N_PROMPTS = 4
-N_GREEDY = 3
+N_GREEDY = 3  # conversations checked token by token against the HF model (teacher forcing)
 NEW_TOKENS = 16
+MAX_TF_TOKENS = 256
 NEAR_TIE = 0.02
 
 
@@ -75,15 +79,13 @@ def _strip_bos(text: str, bos: Optional[str]) -> str:
 
 
 def _adds_bos(tok: Any) -> bool:
-    flag = getattr(tok, "add_bos_token", None)
-    if flag is not None:
-        return bool(flag)
+    # The tokenizer's behaviour, not its add_bos_token attribute (they can disagree): the rule training uses.
     ids = tok("a")["input_ids"]
     return bool(ids) and tok.bos_token_id is not None and ids[0] == tok.bos_token_id
 
 
-def hf_prompt_ids(tok: Any, jinja: str, msgs: list[dict], date: Optional[str] = None) -> list[int]:
-    text = templates.render(jinja, msgs, add_generation_prompt=True, bos_token=tok.bos_token or "",
+def hf_prompt_ids(tok: Any, jinja: str, msgs: list[dict], date: Optional[str] = None, agp: bool = True) -> list[int]:
+    text = templates.render(jinja, msgs, add_generation_prompt=agp, bos_token=tok.bos_token or "",
                             eos_token=tok.eos_token, date=date)
     ids = list(tok(text, add_special_tokens=False)["input_ids"])
     if _adds_bos(tok) and tok.bos_token_id is not None and (not ids or ids[0] != tok.bos_token_id):
@@ -110,10 +112,49 @@ def stop_ids(tok: Any, model_cfg: Any, stops: list[str]) -> set[int]:
     return ids
 
 
-def _load_llama(path: Path, lora: Optional[Path] = None, n_ctx: int = 512):
+def hf_next_tokens(model: Any, seqs: list[list[int]]) -> tuple[list[list[int]], list[list[float]]]:
+    """One batched forward pass (right padding): each position's argmax and top-1 minus top-2 logit margin."""
+    import torch
+
+    if not seqs:
+        return [], []
+    width = max(len(s) for s in seqs)
+    ids = torch.zeros((len(seqs), width), dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, :len(s)] = torch.tensor(s)
+        mask[i, :len(s)] = 1
+    with torch.inference_mode():
+        logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits.float()
+    top = torch.topk(logits, 2, dim=-1)
+    tops, margins = [], []
+    for i, s in enumerate(seqs):
+        tops.append([int(t) for t in top.indices[i, :len(s), 0]])
+        margins.append([float(v) for v in (top.values[i, :len(s), 0] - top.values[i, :len(s), 1])])
+    return tops, margins
+
+
+def gguf_next_tokens(llm: Any, seq: list[int]) -> list[int]:
+    """llama.cpp's argmax at every position of ``seq`` (the model was loaded with logits_all)."""
+    llm.reset()
+    llm.eval(seq)
+    return [int(x) for x in llm.scores[:len(seq)].argmax(axis=-1)]
+
+
+def _tf_entry(i: int, start: int, hf: list[int], margins: list[float], gg: list[int]) -> dict:
+    """Compare from the last prompt position on (the predictions that write the reply)."""
+    h, g, m = hf[start:], gg[start:], margins[start:]
+    entry: dict[str, Any] = {"prompt": i, "equal": h == g, "hf": h, "gguf": g}
+    if h != g:
+        k = _first_diff(h, g)
+        entry.update(first_diff=start + k, hf_margin=m[k], hf=h[k:], gguf=g[k:])
+    return entry
+
+
+def _load_llama(path: Path, lora: Optional[Path] = None, n_ctx: int = 512, logits_all: bool = False):
     import llama_cpp
 
-    kwargs: dict[str, Any] = dict(model_path=str(path), n_ctx=n_ctx, verbose=False, seed=0,
+    kwargs: dict[str, Any] = dict(model_path=str(path), n_ctx=n_ctx, verbose=False, seed=0, logits_all=logits_all,
                                   n_threads=max(1, min(8, os.cpu_count() or 1)))
     if lora is not None:
         kwargs["lora_path"] = str(lora)
@@ -187,7 +228,7 @@ def verify_all(ctx: stages.Context, *, files: dict[str, Path], modelfiles: dict[
         warnings.append(f"prompts taken from {source}")
     # Short prompts first: the check is about tokenisation and decoding, not about long contexts.
     prompts = sorted((prompt_of(c) for c in convs), key=lambda p: sum(len(m["content"]) for m in p))[:N_PROMPTS]
-    total = len(files) + len(prompts) + min(N_GREEDY, len(prompts)) + 1
+    total = len(files) + len(prompts) + min(N_GREEDY, len(convs)) + 1
     step = [0]
 
     def tick() -> None:
@@ -198,8 +239,8 @@ def verify_all(ctx: stages.Context, *, files: dict[str, Path], modelfiles: dict[
     date = ct.get("date")
     hf_ids = [hf_prompt_ids(tok, jinja, p, date) for p in prompts]
     # The context must hold the longest prompt plus the generated tokens (llama.cpp refuses more).
-    n_ctx = max(512, max((len(i) for i in hf_ids), default=0) * 2 + NEW_TOKENS + 16)
-    f16 = _load_llama(files["F16"], adapter_gguf, n_ctx=n_ctx)
+    n_ctx = max(512, max((len(i) for i in hf_ids), default=0) * 2 + NEW_TOKENS + 16, MAX_TF_TOKENS + 16)
+    f16 = _load_llama(files["F16"], adapter_gguf, n_ctx=n_ctx, logits_all=True)
     gg_ids = [list(f16.tokenize(ollama_prompt_text(tok, jinja, p, date).encode("utf-8"), add_bos=True,
                                 special=True)) for p in prompts]
     mism = []
@@ -214,30 +255,33 @@ def verify_all(ctx: stages.Context, *, files: dict[str, Path], modelfiles: dict[
     res["tokens"] = {"prompts": len(prompts), "source": source, "equal": len(prompts) - len(mism),
                      "mismatches": mism}
 
-    # (b2) greedy decoding parity, F16 GGUF vs the HF model
+    # (b2) next-token parity along whole training conversations (teacher forcing), F16 GGUF vs the HF model
+    convs_tf = sorted((c[:len(prompt_of(c)) + 1] for c in convs),
+                      key=lambda c: sum(len(m["content"]) for m in c))[:N_GREEDY]
+    seqs = [hf_prompt_ids(tok, jinja, c, date, agp=False)[:MAX_TF_TOKENS] for c in convs_tf]
+    starts = [min(len(hf_prompt_ids(tok, jinja, prompt_of(c), date)), len(s)) - 1 for c, s in zip(convs_tf, seqs)]
     model = _hf_model(reference_dir, adapter_dir)
+    hf_top, hf_margin = hf_next_tokens(model, seqs)
     stops = stop_ids(tok, model.config, settings.get("stop") or [])
+    del model
     greedy = []
-    for i in range(min(N_GREEDY, len(prompts))):
-        h, margins = hf_greedy(model, hf_ids[i], stops, tok.pad_token_id)
-        g = gguf_greedy(f16, gg_ids[i], stops)
-        entry: dict[str, Any] = {"prompt": i, "equal": h == g, "hf": h, "gguf": g}
-        if h != g:
-            k = _first_diff(h, g)
-            margin = margins[k] if k < len(margins) else None
-            entry.update(first_diff=k, hf_margin=margin)
-            msg = (f"greedy parity: prompt {i + 1}: HF and F16 GGUF differ at new token {k}: HF {h[k:k + 4]} vs "
-                   f"GGUF {g[k:k + 4]} (HF top-2 logit margin there: {margin if margin is None else round(margin, 4)})")
-            if margin is not None and margin < NEAR_TIE:
+    for i, seq in enumerate(seqs):
+        gg_top = gguf_next_tokens(f16, seq)
+        entry = _tf_entry(i, starts[i], hf_top[i], hf_margin[i], gg_top)
+        if not entry["equal"]:
+            msg = (f"next-token parity: conversation {i + 1}: HF and F16 GGUF predict different tokens at position "
+                   f"{entry['first_diff']}: HF {entry['hf'][:4]} vs GGUF {entry['gguf'][:4]} (HF top-2 logit margin "
+                   f"there: {round(entry['hf_margin'], 4)})")
+            if entry["hf_margin"] < NEAR_TIE:
                 entry["near_tie"] = True
                 warnings.append(msg + " -- a numerical near-tie")
             else:
                 problems.append(msg)
         greedy.append(entry)
         tick()
-    res["greedy"] = {"new_tokens": NEW_TOKENS, "prompts": len(greedy), "equal": sum(e["equal"] for e in greedy),
+    res["greedy"] = {"mode": "teacher-forced over the reply", "prompts": len(greedy),
+                     "positions": sum(len(e["hf"]) for e in greedy), "equal": sum(e["equal"] for e in greedy),
                      "results": greedy}
-    del model
 
     # (a) every GGUF loads and generates
     load: dict[str, Any] = {}

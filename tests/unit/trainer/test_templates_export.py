@@ -57,7 +57,8 @@ def _spm_folder(tmp_path, decoder=None, vocab_size=40):
         {"id": 32, "content": "<|im_start|>", "special": True},
         {"id": 33, "content": "<|im_end|>", "special": True},
         {"id": 45, "content": "<|too_far|>", "special": True}]}))
-    cfg = {"chat_template": T.get("chatml").jinja, "tokenizer_class": "LlamaTokenizer"}
+    # add_prefix_space given: plan() then has no reason to load the (fake) tokenizer to probe the dummy prefix.
+    cfg = {"chat_template": T.get("chatml").jinja, "tokenizer_class": "LlamaTokenizer", "add_prefix_space": True}
     if decoder is not None:
         cfg["added_tokens_decoder"] = decoder
     (d / "tokenizer_config.json").write_text(json.dumps(cfg))
