@@ -6,6 +6,7 @@ Ollama cannot run here; the deploy test points at a port where nothing listens (
 
 from __future__ import annotations
 
+import json
 import os
 import tarfile
 import time
@@ -118,7 +119,8 @@ def test_server_sigkilled_mid_job_then_interrupted_then_resumed(serve, root: Pat
     final = c.wait(job["id"], timeout=600, poll_s=0.5)
     assert final["status"] == "completed", (final, c.logs(job["id"], tail=40))
     assert final["step"] == 40
-    assert "resum" in c.logs(job["id"]).lower()
+    manifest = json.loads((root / "outputs" / f"job-{job['id']}" / "kolo.json").read_text())
+    assert (manifest.get("resumed_from") or "").startswith("checkpoints/checkpoint-"), manifest.get("resumed_from")
 
 
 def test_two_jobs_on_one_worker_run_one_after_the_other(serve, root: Path) -> None:
