@@ -55,7 +55,7 @@ class TrainOptions(_Options):
     # --- data
     train_data: str = Field("data/data.jsonl", description="Training file, relative to the data root "
                             "(JSONL, JSON or CSV; see `kolo data check`).", json_schema_extra={"group": "data"})
-    data_format: Literal["auto", "messages", "sharegpt", "alpaca", "prompt_completion", "text"] = Field(
+    data_format: Literal[DATA_FORMATS] = Field(  # type: ignore[valid-type]
         "auto", description="Input format; auto detects it from the first rows.", json_schema_extra={"group": "data"})
     eval_data: Optional[str] = Field(None, description="Separate evaluation file, relative to the data root.",
                                      json_schema_extra={"group": "data"})
