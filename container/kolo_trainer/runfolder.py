@@ -147,9 +147,8 @@ class DataRoot:
         except FileNotFoundError:
             raise KoloError(f"{what}: {rel} not found under the data root {self.display}",
                             hint="copy it in with `kolo data add FILE`") from None
-        if not stat.S_ISREG(mode):
-            raise KoloError(f"{what}: {rel} is {_kind(mode)}, not a regular file",
-                            hint="give a JSONL, JSON or CSV file")
+        if not stat.S_ISREG(mode):  # the same words as `kolo data check` uses for such a file
+            raise KoloError(f"{what}: {rel}: not a regular file ({_kind(mode)}); give a JSONL, JSON or CSV file")
         return p
 
     @property
