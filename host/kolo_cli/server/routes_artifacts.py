@@ -146,11 +146,14 @@ def _completed(request: Request, job_id: int) -> Any:
 @router.post("/jobs/{job_id}/deploy/ollama")
 async def deploy_ollama(job_id: int, request: Request) -> dict[str, Any]:
     """``{name, quantization, ollama_url?}``: kolo's Ollama install (upload, create, smoke test)."""
+    return await do_deploy_ollama(request, job_id, await json_body(request))
+
+
+async def do_deploy_ollama(request: Request, job_id: int, body: dict[str, Any]) -> dict[str, Any]:
     from kolo_trainer.errors import KoloError
 
     from ..commands.ollama import ollama_install
 
-    body = await json_body(request)
     job = await run_in_threadpool(_completed, request, job_id)
     name, quant, url = body.get("name"), body.get("quantization", "Q4_K_M"), body.get("ollama_url")
     if not isinstance(name, str) or not isinstance(quant, str) or not (url is None or isinstance(url, str)):
@@ -167,11 +170,14 @@ async def deploy_ollama(job_id: int, request: Request) -> dict[str, Any]:
 @router.post("/jobs/{job_id}/deploy/lmstudio")
 async def deploy_lmstudio(job_id: int, request: Request) -> dict[str, Any]:
     """``{quantization, models_dir?}``: kolo's LM Studio placement (hard link, else copy)."""
+    return await do_deploy_lmstudio(request, job_id, await json_body(request))
+
+
+async def do_deploy_lmstudio(request: Request, job_id: int, body: dict[str, Any]) -> dict[str, Any]:
     from kolo_trainer.errors import KoloError
 
     from ..commands.ollama import lmstudio_install
 
-    body = await json_body(request)
     job = await run_in_threadpool(_completed, request, job_id)
     quant, models_dir = body.get("quantization", "Q4_K_M"), body.get("models_dir")
     if not isinstance(quant, str) or not (models_dir is None or isinstance(models_dir, str)):

@@ -239,11 +239,14 @@ async def resume_job(job_id: int, request: Request) -> dict[str, Any]:
 @router.post("/jobs/{job_id}/export")
 async def export_job(job_id: int, request: Request) -> dict[str, Any]:
     """``{quantizations: [...]}``: export the finished run to these GGUFs, as a job step (status exporting)."""
+    return await do_export(request, job_id, await json_body(request))
+
+
+async def do_export(request: Request, job_id: int, body: dict[str, Any]) -> dict[str, Any]:
     from kolo_trainer import spec
     from kolo_trainer.errors import OptionsError
     from kolo_trainer.options import ExportOptions
 
-    body = await json_body(request)
     job = await run_in_threadpool(load_job, request, job_id)
     if job.status != db.COMPLETED:
         raise ApiError(409, f"job {job_id} is {job.status}; export a completed job")
