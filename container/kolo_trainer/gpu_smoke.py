@@ -235,6 +235,30 @@ def step_export_unsloth(ctx: Ctx) -> Result:
     return Result(PASS, _last(out)) if code == 0 else Result(FAIL, f"exit {code}: {_last(out)}")
 
 
+def train_then_export(ctx: Ctx, run: str, backend: str) -> Result:
+    """``kolo train --quantization Q4_K_M`` as kolo runs it: the host pipeline's steps (training, then export with
+    verification in its own process), each run here as a child process. Needs kolo's host package (a venv install);
+    the image has only the trainer, and there ``export_unsloth`` covers the same export."""
+    try:
+        from kolo_cli.pipeline import train_steps
+    except ImportError:
+        return Result(SKIP, "kolo's host CLI (kolo_cli) is not installed here; export_unsloth covers the export")
+    from .options import TrainOptions
+
+    explicit = {"base_model": "models/smoke-llama", "train_data": "data/smoke.jsonl", "output_dir": run,
+                "backend": backend, "method": "lora", "max_steps": 10, "save_steps": 10, "overwrite": True,
+                "quantization": ["Q4_K_M"]}
+    steps = train_steps(TrainOptions(**explicit), explicit, ctx.root)
+    for argv in steps:
+        code, out = _child(ctx, [ctx.py, *argv[1:]])
+        if code != 0:
+            return Result(FAIL, f"{argv[3]}: exit {code}: {_last(out)}")
+    made = sorted((ctx.root / "outputs" / run / "gguf").glob("*Q4_K_M.gguf"))
+    if len(steps) != 2 or not made:
+        return Result(FAIL, f"{len(steps)} step(s) ran and no Q4_K_M GGUF was written")
+    return Result(PASS, f"train, then export in its own process: {made[0].name}")
+
+
 def _q4(ctx: Ctx) -> Path | None:
     found = sorted((ctx.root / "outputs").glob("smoke-*/gguf/*Q4_K_M.gguf"))
     return found[0] if found else None
@@ -300,8 +324,9 @@ STEPS: list[Step] = [
          "packed rows do not see each other (unsloth)", ("unsloth_import", "models")),
     Step("export_unsloth", step_export_unsloth, "kolo export with verification of the unsloth LoRA run",
          ("unsloth_lora", "llama_offload")),
-    Step("train_quantization", _trainer("smoke-train-quant", "unsloth", "lora", extra=("--quantization", "Q4_K_M")),
-         "train --quantization Q4_K_M (training + export + verification)", ("unsloth_import", "models")),
+    Step("train_quantization", lambda ctx: train_then_export(ctx, "smoke-train-quant", "unsloth"),
+         "kolo train --quantization Q4_K_M: unsloth training, then export + verification", ("unsloth_import",
+                                                                                             "models")),
     Step("gguf_offload", step_gguf_offload, "the Q4_K_M GGUF loads fully offloaded to the GPU",
          ("llama_offload",)),
     Step("bench", step_bench, "GPU benchmark: unsloth vs hf (bench/gpu_backends.py)", ("torch_cuda",),

@@ -109,3 +109,19 @@ def test_real_steps_on_this_cpu_machine(tmp_path):
     assert res["hf_lora"].status == gs.PASS, res["hf_lora"].reason
     assert "10 steps, loss" in res["hf_lora"].reason and "device cpu" in res["hf_lora"].reason
     assert res["hf_packing_isolation"].status == gs.PASS, res["hf_packing_isolation"].reason
+
+
+def test_train_then_export_runs_kolos_own_pipeline_on_this_machine(tmp_path):
+    """The train_quantization step's body, with the hf backend (the unsloth one needs a GPU): kolo's host pipeline
+    decides the steps (training, then export in its own process), both run for real, a Q4_K_M GGUF results."""
+    pytest.importorskip("kolo_cli")
+    pytest.importorskip("llama_cpp")
+    ctx = gs.Ctx(workdir=tmp_path, repo=REPO)
+    assert gs.step_models(ctx).status == gs.PASS
+    res = gs.train_then_export(ctx, "smoke-hf-quant", "hf")
+    assert res.status == gs.PASS, res.reason
+    assert res.reason == "train, then export in its own process: " + next(
+        (ctx.root / "outputs" / "smoke-hf-quant" / "gguf").glob("*Q4_K_M.gguf")).name
+    # the CPU build of llama.cpp here offloads nothing: the offload step must say FAIL, not PASS
+    off = gs.step_gguf_offload(ctx)
+    assert (off.status, off.reason) == (gs.FAIL, "llama.cpp did not report offloading layers to the GPU")
