@@ -218,7 +218,7 @@ def test_failed_export_does_not_offer_the_previous_files(kolo, data_root: Path) 
     assert "the llama.cpp converter failed" in r.stderr
     second = json.loads((run / "kolo.json").read_text())["export"]
     assert second["status"] == "failed"
-    assert second["quantizations"] == {} and second["modelfiles"] == {} and second["verification"] == {}
+    assert second["quantizations"] == second["modelfiles"] == second["verification"] == second["template"] == {}
     assert "convert:F16" in second["stages"] and second["stages"]["convert:F16"] == first["stages"]["convert:F16"]
     r = kolo("chat", "small", "--prompt", "hi", env=LOCAL)
     _check(r, 5, r"cannot chat with outputs/small: its last export did not finish \(status: failed\)")

@@ -12,10 +12,11 @@ With ``--adapter-only`` the LoRA becomes a GGUF adapter (gguf/RUN-lora-F16.gguf)
 ``ADAPTER ./RUN-lora-F16.gguf``: Ollama needs the base as a file, and converting the exact base the adapter was
 trained on is the only way to be sure it is the same model.
 
-The manifest's ``export.quantizations`` / ``modelfiles`` / ``verification`` describe the latest export only: they
-are emptied when an export starts and written when it ends, so a failed export never leaves an earlier export's
-files listed as current. Ask for every quantisation you want each time (the ones already done are skipped, so that
-costs nothing); files of an earlier export with other quantisations are left alone but no longer listed.
+The manifest's ``export.quantizations`` / ``modelfiles`` / ``template`` / ``verification`` describe the latest export
+only: they are emptied when an export starts and written when it ends, so a failed export never leaves an earlier
+export's files listed as current. Ask for every quantisation you want each time (the ones already done are
+skipped, so that costs nothing); files of an earlier export with other quantisations are left alone but no longer
+listed.
 
 A refused export (bad option, missing adapter or base model, no converter) is refused before the manifest says
 "running": it never changes what a finished export recorded.
@@ -187,7 +188,7 @@ def _export(ctx: stages.Context, plan: Plan) -> dict:
 
     t0 = time.monotonic()
     ctx.save(status="running", options=ctx.opts.model_dump(), started=manifest.now(), error=None,
-             quantizations={}, modelfiles={}, verification={},
+             quantizations={}, modelfiles={}, verification={}, template={},
              converter={"version": converter.installed_version(), "path": str(converter.ensure())})
     try:
         result = _pipeline(ctx, plan)
@@ -236,7 +237,7 @@ def _pipeline(ctx: stages.Context, plan: Plan) -> dict:
     return result
 
 
-# ------------------------------------------------------------------------------------------------ one function per stage
+# ---------------------------------------------------------------------------------------- one function per stage
 
 
 def merge_stage(ctx: stages.Context, plan: Plan) -> Path:
