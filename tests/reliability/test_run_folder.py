@@ -257,3 +257,17 @@ def test_read_only_data_root_is_one_message(kolo, tmp_path: Path) -> None:
         assert tree_digest(root) == before
     finally:
         subprocess.run(["umount", str(root)], check=False)
+
+
+def test_option_like_values_reach_the_trainer_as_values(kolo, seeded_root: Path) -> None:
+    """`--sample-prompt=--help` and `--output-dir=-x` are values: the trainer gets past its argument parser (no
+    usage text, no exit 0 having trained nothing) and stops only where models/fake cannot be loaded."""
+    before = tree_digest(seeded_root)
+    r = kolo(*TRAIN, "--sample-prompt=--help", "--output-dir=-x", env=LOCAL)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0 and "usage:" not in out.lower() and "Traceback" not in out, out[-2000:]
+    assert "[data] rows = 4" in out and "models/fake" in out, out[-2000:]  # parsed, checked, data loaded
+    assert tree_digest(seeded_root) == before
+    r = kolo("export", "done", "--system=--help", "--dry-run")
+    assert r.returncode == 0, r.stderr
+    assert "--system=--help" in r.stdout.split()
