@@ -31,3 +31,9 @@ def test_docker_skip_is_a_skip_locally_and_a_failure_when_required(tmp_path):
     assert "KOLO_REQUIRE_DOCKER=1 requires the docker suite" in r.stdout
     r = _pytest(tmp_path, KOLO_REQUIRE_E2E="1")  # the e2e rule does not touch docker tests
     assert r.returncode == 0, r.stdout[-2000:]
+
+
+def test_a_hang_fails_its_test(pytestconfig) -> None:
+    """pytest-timeout is active with a per-test limit, so a hung test fails instead of stalling CI."""
+    assert pytestconfig.pluginmanager.hasplugin("timeout"), "pytest-timeout is not installed (scripts/install.sh --dev)"
+    assert 0 < float(pytestconfig.getini("timeout")) <= 1800
