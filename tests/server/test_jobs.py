@@ -1,19 +1,25 @@
 """Jobs end to end through a real `kolo serve`: real uvicorn on 127.0.0.1, a real SQLite file, real trainer
 processes on the tiny model (local runtime), driven with the shipped Python client.
 
-Ollama cannot run here; the deploy test points at a port where nothing listens (the real failure a user meets).
+Ollama cannot run here (no binary in any reachable registry): the deploy test installs into the stand-in Ollama
+HTTP server of tests/unit/host/test_ollama_client.py, and also points at a port where nothing listens (the real
+failure a user meets).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 import tarfile
 import time
 from pathlib import Path
 
 import pytest
 from server_helpers import FAST
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit" / "host"))
+from test_ollama_client import StandInOllama  # noqa: E402  (the one stand-in Ollama of the test suite)
 
 from kolo_cli.server.client import TrainerError
 
@@ -85,6 +91,15 @@ def test_upload_train_export_download_deploy(serve, root: Path, tmp_path: Path) 
     with pytest.raises(TrainerError) as e:
         c.deploy_ollama(job["id"], name="first", quantization="Q8_0", ollama_url="http://127.0.0.1:9")
     assert e.value.status == 502 and "no Ollama server answers" in e.value.detail
+    ollama = StandInOllama()
+    ollama.thread.start()
+    try:
+        done = c.deploy_ollama(job["id"], name="first", quantization="Q8_0", ollama_url=ollama.url)
+    finally:
+        ollama.server.shutdown()
+    assert done["reply"] == ollama.reply and "first:latest" in ollama.models
+    gguf = (root / "outputs" / run / "gguf" / f"{run}-Q8_0.gguf").read_bytes()
+    assert list(ollama.blobs.values()) == [gguf]
 
 
 def test_cancel_mid_run_stops_the_trainer(serve, root: Path) -> None:

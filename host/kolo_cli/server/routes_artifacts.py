@@ -164,7 +164,18 @@ async def do_deploy_ollama(request: Request, job_id: int, body: dict[str, Any]) 
     except KoloError as e:
         raise _deploy_error(e) from None
     m = re.search(r"reply: (.*)\nchat with it", text, re.S)
-    return {"installed": name, "quantization": quant.upper(), "reply": m.group(1) if m else None, "log": text}
+    return {"installed": name, "quantization": quant.upper(), "reply": _literal(m.group(1)) if m else None,
+            "log": text}
+
+
+def _literal(shown: str) -> str:
+    """The reply as the install verb printed it (a Python repr), back to its text."""
+    import ast
+
+    try:
+        return str(ast.literal_eval(shown.strip()))
+    except (ValueError, SyntaxError):
+        return shown
 
 
 @router.post("/jobs/{job_id}/deploy/lmstudio")
