@@ -18,6 +18,9 @@ start from the same HF folder.
 * cp: ``cp`` of the two GGUFs kolo wrote (the same bytes the export writes), new files each round.
 
 Rounds alternate the three so that a load spike hits all. Ratio = kolo / direct (goal <= 1.15x).
+
+Verification (issue 12): one more export with verification; its verify stage's seconds against the convert +
+quantise stages' seconds of that same export, both from kolo.json (goal <= 0.5x), with the load average.
 """
 
 from __future__ import annotations
@@ -126,11 +129,16 @@ def main() -> int:
                   f"{c.wall_s:.2f}+{q.wall_s:.2f}s, cp {cp.wall_s:.2f}s; bytes kolo {sizes[0] + sizes[1]:,} / "
                   f"direct {sizes[2] + sizes[3]:,}; load {os.getloadavg()[0]:.2f}", flush=True)
         verify_s = None
+        stage_times: dict = {}
         if not a.no_verify_run:
             v = run_measured([kolo, "export", "exp", "--quantization", "Q4_K_M", "--force"], env=env, cwd=str(root))
             verify_s = v.wall_s if v.rc == 0 else None
-            status = json.loads((run / "kolo.json").read_text()).get("export", {}).get("verification", {})
-            print(f"  with verification: {v.wall_s:.2f}s (rc {v.rc}, verification {status.get('status')})")
+            exp = json.loads((run / "kolo.json").read_text()).get("export", {})
+            status = exp.get("verification", {})
+            stage_times = _stage_times(exp.get("stages") or {})
+            print(f"  with verification: {v.wall_s:.2f}s (rc {v.rc}, verification {status.get('status')}); stages: "
+                  f"convert+quantize {stage_times.get('convert_quantize_s')}s, verify {stage_times.get('verify_s')}s "
+                  f"(ratio {stage_times.get('verify_ratio')}, goal <= 0.5); load {_loadavg()}", flush=True)
         written = f16.stat().st_size + q4.stat().st_size
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -139,7 +147,7 @@ def main() -> int:
     res = {"params_m": round(n_params / 1e6, 1), "bytes_written": written, "rounds": a.rounds,
            "kolo_s": round(k_s, 2), "direct_s": round(d_s, 2), "cp_s": round(c_s, 3), "overhead_ratio": round(ratio, 3),
            "kolo_over_cp": round(k_s / c_s, 1), "kolo_with_verify_s": round(verify_s, 2) if verify_s else None,
-           "goal_met": ratio <= 1.15}
+           "goal_met": ratio <= 1.15, **stage_times, "loadavg_end": _loadavg()}
     print(f"kolo export (no verify): {k_s:.2f} s   direct converter+quantize: {d_s:.2f} s   cp of {written / 1e6:.0f} "
           f"MB: {c_s:.2f} s")
     print(f"overhead ratio kolo/direct: {ratio:.2f}x (goal <= 1.15x: {'met' if ratio <= 1.15 else 'NOT met'}); "
@@ -147,6 +155,20 @@ def main() -> int:
     if a.json:
         print(json.dumps(res))
     return 0
+
+
+def _stage_times(stages: dict) -> dict:
+    """Verification's own seconds vs convert + quantise in the same export (kolo.json export.stages), goal <= 0.5."""
+    cq = sum(float(v.get("seconds") or 0) for k, v in stages.items() if k.split(":")[0] in ("convert", "quantize"))
+    ver = float((stages.get("verify") or {}).get("seconds") or 0)
+    if not cq or not ver:
+        return {}
+    return {"convert_quantize_s": round(cq, 2), "verify_s": round(ver, 2), "verify_ratio": round(ver / cq, 2),
+            "verify_goal_met": ver / cq <= 0.5}
+
+
+def _loadavg() -> str:
+    return Path("/proc/loadavg").read_text().split(" ")[0] if Path("/proc/loadavg").is_file() else "?"
 
 
 def _numel(shape) -> int:
