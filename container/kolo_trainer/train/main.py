@@ -376,7 +376,7 @@ def stage_train(ctx: Ctx) -> tuple[Any, int | None]:
     eval_ds = EncodedDataset(ctx.eval_examples) if ctx.eval_examples else None
     tok = ctx.tokenizer
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
-    collator = FlattenCollator() if o.packing else PadCollator(pad_id)
+    collator = FlattenCollator(max_length=o.max_seq_length) if o.packing else PadCollator(pad_id)
     args = training_arguments(o, ctx.run_dir / "checkpoints", ld, eval_ds is not None, len(train_ds))
     stop = StopFlag()
     ref: dict = {}
