@@ -132,8 +132,9 @@ def _captured(fn: Any, **kwargs: Any) -> str:
 def _deploy_error(e: Any) -> ApiError:
     from ..ollama_client import OllamaUnreachable
 
-    status = 502 if isinstance(e, OllamaUnreachable) else 422
-    return ApiError(status, e.message + (f" ({e.hint})" if e.hint else ""))
+    if isinstance(e, OllamaUnreachable):  # the CLI's hint names --ollama; the API's field is ollama_url
+        return ApiError(502, f"{e.message}: start Ollama, or send its address as ollama_url")
+    return ApiError(422, e.message + (f" ({e.hint})" if e.hint else ""))
 
 
 def _completed(request: Request, job_id: int) -> Any:
