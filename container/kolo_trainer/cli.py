@@ -21,6 +21,9 @@ VERBS: dict[str, tuple[str, str]] = {
     "check": ("kolo_trainer.data:check_main", "Validate a data file and print statistics."),
     "preview": ("kolo_trainer.masking:preview_main", "Show one rendered example with the trained tokens marked."),
     "make-tiny-model": ("kolo_trainer.tiny:main", "Build the tiny demo model (a toy that only proves the pipeline)."),
+    "rag-build": ("kolo_trainer.rag.main:build_main", "Index documents for RAG (offline embeddings + FAISS)."),
+    "rag-add": ("kolo_trainer.rag.main:add_main", "Add documents to a RAG index (old chunks are not re-embedded)."),
+    "rag-query": ("kolo_trainer.rag.main:query_main", "Retrieve passages from a RAG index and answer from them."),
 }
 
 
