@@ -31,6 +31,8 @@ def imported_modules(kolo, args: list[str]) -> tuple[subprocess.CompletedProcess
     ["train", "--dry-run", "--epochs", "3", "--lora-rank", "16", "--weight-decay", "0", "--output-dir", "it's a test"],
     ["status"],
     ["status", "--json"],
+    ["rag", "query", "some-index", "a question", "--retrieve-only", "--json", "--dry-run"],
+    ["rag", "build", "some-index", "--source", "data/docs", "--dry-run"],
 ])
 def test_no_heavy_imports(args, kolo):
     r, mods = imported_modules(kolo, args)
