@@ -46,14 +46,16 @@ QUERY_HELP = ("Retrieve the best passages across all documents and answer from t
               "scores.\n\nExample: kolo rag query handbook \"How many days of leave?\" --ollama-model llama3.2")
 
 
-def _validate(model_name: str, flags: dict[str, Any], fixed: dict[str, Any]) -> dict[str, Any]:
+def _validate(model_name: str, flags: dict[str, Any], fixed: dict[str, Any],
+              more: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The explicit option values, or one OptionsError listing every problem (``more``: the caller's own)."""
     from importlib import import_module
 
     from kolo_trainer import spec
 
     model = getattr(import_module(_MODELS.rstrip(":")), model_name)
     problems = [f"--{k.replace('_', '-')} and the argument disagree; give one" for k in fixed
-                if k in flags and flags[k] != fixed[k]]
+                if k in flags and flags[k] != fixed[k]] + list(more)
     try:
         opts, explicit = spec.merge(model, {}, {**flags, **fixed})
         problems += opts.problems() if hasattr(opts, "problems") else []
@@ -127,6 +129,7 @@ class _Capture:
 
 
 def _query_problems(explicit: dict, ollama_model: Optional[str], as_json: bool) -> list[str]:
+    """How to answer: exactly one way (``explicit``: the flags as given; presence is what counts here)."""
     problems = []
     if ollama_model is not None and explicit.get("run") is not None:
         problems.append("--ollama-model and --run both say how to answer; give one")
@@ -141,8 +144,7 @@ def _query_problems(explicit: dict, ollama_model: Optional[str], as_json: bool) 
 def query(flags: dict[str, Any], index_name: str, question_text: str, ollama_model: Optional[str],
           ollama: Optional[str], as_json: bool, dry_run: bool) -> None:
     name, question = index_name, question_text
-    explicit = _validate("RagQueryOptions", flags, {"name": name, "question": question})
-    problems = _query_problems(explicit, ollama_model, as_json)
+    problems = _query_problems(flags, ollama_model, as_json)
     if ollama_model is not None:
         from ..ollama_client import check_model_name
 
@@ -150,8 +152,7 @@ def query(flags: dict[str, Any], index_name: str, question_text: str, ollama_mod
             check_model_name(ollama_model)
         except KoloError as e:
             problems.append(f"--ollama-model: {e.message}")
-    if problems:
-        raise OptionsError(problems, hint="see `kolo rag query --help`")
+    explicit = _validate("RagQueryOptions", flags, {"name": name, "question": question}, tuple(problems))
     if not dry_run:
         _index(name)
         if explicit.get("run") is not None and not explicit.get("retrieve_only"):
