@@ -18,13 +18,14 @@ What the two sides are, exactly:
 * Next-token parity: the argmax at every reply position. The HF model is run in float32 from the same 16-bit
   weights the GGUF was converted from. A difference where HF's top-2 logit margin is below ``NEAR_TIE`` is reported
   as a warning (a numerical near-tie between f32 and llama.cpp's f16 matmuls), any other difference fails. Each
-  other GGUF is loaded and generates 8 tokens (stopping at eos + single-token stop strings).
+  GGUF is loaded and generates ``LOAD_TOKENS`` tokens (stopping at eos + single-token stop strings).
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Optional
 
 from .. import progress, templates
@@ -34,6 +35,7 @@ N_PROMPTS = 4
 N_GREEDY = 3  # conversations checked token by token against the HF model (teacher forcing)
 NEW_TOKENS = 16
 MAX_TF_TOKENS = 256
+LOAD_TOKENS = 4
 NEAR_TIE = 0.02
 
 
@@ -208,39 +210,91 @@ def _hf_model(reference_dir: Path, adapter_dir: Optional[Path]):
     return model
 
 
+def _config_eos(model_dir: Path) -> Any:
+    """eos_token_id of config.json and generation_config.json (read as JSON: no model load needed)."""
+    import json
+
+    ids: list = []
+    for name in ("config.json", "generation_config.json"):
+        try:
+            e = json.loads((model_dir / name).read_text(encoding="utf-8")).get("eos_token_id")
+        except (OSError, ValueError):
+            continue
+        ids += e if isinstance(e, list) else [e] if isinstance(e, int) else []
+    return SimpleNamespace(eos_token_id=ids)
+
+
 def verify_all(ctx: stages.Context, *, files: dict[str, Path], modelfiles: dict[str, str], reference_dir: Path,
                adapter_dir: Optional[Path], adapter_gguf: Optional[Path], settings: dict) -> dict:
+    """All checks, llama.cpp's first and the HF model's last: PyTorch's idle OpenMP threads keep spinning after a
+    forward pass and would slow every llama.cpp call made after it on a small machine. ``timings`` says where the
+    seconds went."""
+    import time
+
     from transformers import AutoTokenizer
 
-    problems: list[str] = []
-    warnings: list[str] = []
-    res: dict[str, Any] = {}
+    t0 = time.monotonic()
+    timings: dict[str, float] = {}
+    v = SimpleNamespace(problems=[], warnings=[], res={}, step=0, total=0)
     ct = ctx.data.get("chat_template") or {}
     tok_dir = adapter_dir if adapter_dir is not None and (adapter_dir / "tokenizer_config.json").is_file() \
         else reference_dir
     tok = AutoTokenizer.from_pretrained(str(tok_dir))
-    jinja = ct.get("jinja") or tok.chat_template
+    jinja, date = ct.get("jinja") or tok.chat_template, ct.get("date")
     convs = dataset_conversations(ctx)
     source = "training data"
     if not convs:
         convs = [list(c) for c in templates.BATTERY if any(m["role"] == "assistant" for m in c[1:])]
         source = "kolo's template test conversations (the training file could not be read)"
-        warnings.append(f"prompts taken from {source}")
+        v.warnings.append(f"prompts taken from {source}")
     # Short prompts first: the check is about tokenisation and decoding, not about long contexts.
     prompts = sorted((prompt_of(c) for c in convs), key=lambda p: sum(len(m["content"]) for m in p))[:N_PROMPTS]
-    total = len(files) + len(prompts) + min(N_GREEDY, len(convs)) + 1
-    step = [0]
+    convs_tf = sorted((c[:len(prompt_of(c)) + 1] for c in convs),
+                      key=lambda c: sum(len(m["content"]) for m in c))[:N_GREEDY]
+    v.total = len(files) + len(prompts) + len(convs_tf) + 1
+    timings["tokenizer"] = round(time.monotonic() - t0, 2)
 
-    def tick() -> None:
-        step[0] += 1
-        progress.emit("progress", stage="verify", step=step[0], total=total)
-
-    # (b1) token parity, with the F16 GGUF's tokenizer
-    date = ct.get("date")
     hf_ids = [hf_prompt_ids(tok, jinja, p, date) for p in prompts]
+    seqs = [hf_prompt_ids(tok, jinja, c, date, agp=False)[:MAX_TF_TOKENS] for c in convs_tf]
+    starts = [min(len(hf_prompt_ids(tok, jinja, prompt_of(c), date)), len(s)) - 1 for c, s in zip(convs_tf, seqs)]
     # The context must hold the longest prompt plus the generated tokens (llama.cpp refuses more).
     n_ctx = max(512, max((len(i) for i in hf_ids), default=0) * 2 + NEW_TOKENS + 16, MAX_TF_TOKENS + 16)
+    stops = stop_ids(tok, _config_eos(reference_dir), settings.get("stop") or [])
+    t = time.monotonic()
     f16 = _load_llama(files["F16"], adapter_gguf, n_ctx=n_ctx, logits_all=True)
+    gg_ids = _token_parity(v, tok, f16, jinja, date, prompts, hf_ids, source)
+    gg_tops = [gguf_next_tokens(f16, seq) for seq in seqs]
+    v.res["load"] = _load_checks(v, files, f16, adapter_gguf, n_ctx, gg_ids[0] if gg_ids else [f16.token_bos()],
+                                 stops)
+    timings["llama.cpp"] = round(time.monotonic() - t, 2)
+    t = time.monotonic()
+    v.res["template"] = template_check(ctx, jinja, tok, convs, modelfiles, settings)
+    _tick(v)
+    tc = v.res["template"]
+    if tc["status"] == "failed":
+        v.problems.extend(tc["problems"])
+    elif tc["status"].startswith("skipped"):
+        v.warnings.append(f"template check {tc['status']}")
+    v.res["residual"] = tc.get("residual") or []
+    timings["template"] = round(time.monotonic() - t, 2)
+    t = time.monotonic()
+    _next_token_parity(v, _hf_model(reference_dir, adapter_dir), seqs, starts, gg_tops)
+    timings["hf_model"] = round(time.monotonic() - t, 2)
+    timings["total"] = round(time.monotonic() - t0, 2)
+    status = "failed" if v.problems else ("passed with warnings" if v.warnings else "passed")
+    for w in v.warnings:
+        progress.emit("warning", message=w)
+    return {"status": status, "problems": v.problems, "warnings": v.warnings, **v.res, "timings": timings}
+
+
+def _tick(v: SimpleNamespace) -> None:
+    v.step += 1
+    progress.emit("progress", stage="verify", step=v.step, total=v.total)
+
+
+def _token_parity(v: SimpleNamespace, tok: Any, f16: Any, jinja: str, date: Optional[str], prompts: list,
+                  hf_ids: list[list[int]], source: str) -> list[list[int]]:
+    """(b1) HF prompt ids vs the F16 GGUF's tokenizer on the Ollama rendering (no BOS in the text)."""
     gg_ids = [list(f16.tokenize(ollama_prompt_text(tok, jinja, p, date).encode("utf-8"), add_bos=True,
                                 special=True)) for p in prompts]
     mism = []
@@ -248,25 +302,43 @@ def verify_all(ctx: stages.Context, *, files: dict[str, Path], modelfiles: dict[
         if a != b:
             k = _first_diff(a, b)
             mism.append({"prompt": i, "position": k, "hf": a[k:k + 5], "gguf": b[k:k + 5]})
-            problems.append(f"token parity: prompt {i + 1}: HF and GGUF prompt token ids differ at position {k}: "
-                            f"HF {a[k:k + 5]} ({tok.convert_ids_to_tokens(a[k:k + 5])}) vs GGUF {b[k:k + 5]} "
-                            f"({[f16.detokenize([t], special=True).decode('utf-8', 'replace') for t in b[k:k + 5]]})")
-        tick()
-    res["tokens"] = {"prompts": len(prompts), "source": source, "equal": len(prompts) - len(mism),
-                     "mismatches": mism}
+            v.problems.append(f"token parity: prompt {i + 1}: HF and GGUF prompt token ids differ at position {k}: "
+                              f"HF {a[k:k + 5]} ({tok.convert_ids_to_tokens(a[k:k + 5])}) vs GGUF {b[k:k + 5]} "
+                              f"({[f16.detokenize([t], special=True).decode('utf-8', 'replace') for t in b[k:k + 5]]})")
+        _tick(v)
+    v.res["tokens"] = {"prompts": len(prompts), "source": source, "equal": len(prompts) - len(mism),
+                       "mismatches": mism}
+    return gg_ids
 
-    # (b2) next-token parity along whole training conversations (teacher forcing), F16 GGUF vs the HF model
-    convs_tf = sorted((c[:len(prompt_of(c)) + 1] for c in convs),
-                      key=lambda c: sum(len(m["content"]) for m in c))[:N_GREEDY]
-    seqs = [hf_prompt_ids(tok, jinja, c, date, agp=False)[:MAX_TF_TOKENS] for c in convs_tf]
-    starts = [min(len(hf_prompt_ids(tok, jinja, prompt_of(c), date)), len(s)) - 1 for c, s in zip(convs_tf, seqs)]
-    model = _hf_model(reference_dir, adapter_dir)
+
+def _load_checks(v: SimpleNamespace, files: dict[str, Path], f16: Any, adapter_gguf: Optional[Path], n_ctx: int,
+                 first: list[int], stops: set[int]) -> dict:
+    """(a) every GGUF loads and generates."""
+    load: dict[str, Any] = {}
+    for q, path in files.items():
+        try:
+            llm = f16 if q == "F16" else _load_llama(path, adapter_gguf, n_ctx=n_ctx)
+            # A few tokens prove the file loads and runs; the F16 GGUF's numbers are checked token by token.
+            out = gguf_greedy(llm, first, stops, n=LOAD_TOKENS)
+            text = llm.detokenize(out, special=True).decode("utf-8", "replace")
+            load[q] = {"ok": bool(out), "tokens": len(out), "sample": text}
+            if not out:
+                v.problems.append(f"load: {path.name} loaded but generated nothing")
+            if llm is not f16 and hasattr(llm, "close"):
+                llm.close()
+        except Exception as e:  # a file llama.cpp cannot load is exactly what this check is for
+            load[q] = {"ok": False, "error": f"{type(e).__name__}: {e}"}
+            v.problems.append(f"load: {path.name} does not load in llama.cpp ({type(e).__name__}: {e})")
+        _tick(v)
+    return load
+
+
+def _next_token_parity(v: SimpleNamespace, model: Any, seqs: list[list[int]], starts: list[int],
+                       gg_tops: list[list[int]]) -> None:
+    """(b2) along whole training conversations (teacher forcing): the F16 GGUF's argmax vs the HF model's."""
     hf_top, hf_margin = hf_next_tokens(model, seqs)
-    stops = stop_ids(tok, model.config, settings.get("stop") or [])
-    del model
     greedy = []
-    for i, seq in enumerate(seqs):
-        gg_top = gguf_next_tokens(f16, seq)
+    for i, gg_top in enumerate(gg_tops):
         entry = _tf_entry(i, starts[i], hf_top[i], hf_margin[i], gg_top)
         if not entry["equal"]:
             msg = (f"next-token parity: conversation {i + 1}: HF and F16 GGUF predict different tokens at position "
@@ -274,48 +346,14 @@ def verify_all(ctx: stages.Context, *, files: dict[str, Path], modelfiles: dict[
                    f"there: {round(entry['hf_margin'], 4)})")
             if entry["hf_margin"] < NEAR_TIE:
                 entry["near_tie"] = True
-                warnings.append(msg + " -- a numerical near-tie")
+                v.warnings.append(msg + " -- a numerical near-tie")
             else:
-                problems.append(msg)
+                v.problems.append(msg)
         greedy.append(entry)
-        tick()
-    res["greedy"] = {"mode": "teacher-forced over the reply", "prompts": len(greedy),
-                     "positions": sum(len(e["hf"]) for e in greedy), "equal": sum(e["equal"] for e in greedy),
-                     "results": greedy}
-
-    # (a) every GGUF loads and generates
-    load: dict[str, Any] = {}
-    first = gg_ids[0] if gg_ids else [f16.token_bos()]
-    for q, path in files.items():
-        try:
-            llm = f16 if q == "F16" else _load_llama(path, adapter_gguf, n_ctx=n_ctx)
-            out = gguf_greedy(llm, first, stops, n=8)
-            text = llm.detokenize(out, special=True).decode("utf-8", "replace")
-            load[q] = {"ok": bool(out), "tokens": len(out), "sample": text}
-            if not out:
-                problems.append(f"load: {path.name} loaded but generated nothing")
-            if llm is not f16:
-                llm.close() if hasattr(llm, "close") else None
-        except Exception as e:  # a file llama.cpp cannot load is exactly what this check is for
-            load[q] = {"ok": False, "error": f"{type(e).__name__}: {e}"}
-            problems.append(f"load: {path.name} does not load in llama.cpp ({type(e).__name__}: {e})")
-        tick()
-    res["load"] = load
-
-    # (c) Modelfile TEMPLATE vs the chat template, with real Go text/template
-    res["template"] = template_check(ctx, jinja, tok, convs, modelfiles, settings)
-    tick()
-    t = res["template"]
-    if t["status"] == "failed":
-        problems += t["problems"]
-    elif t["status"].startswith("skipped"):
-        warnings.append(f"template check {t['status']}")
-    res["residual"] = t.get("residual") or []
-
-    status = "failed" if problems else ("passed with warnings" if warnings else "passed")
-    for w in warnings:
-        progress.emit("warning", message=w)
-    return {"status": status, "problems": problems, "warnings": warnings, **res}
+        _tick(v)
+    v.res["greedy"] = {"mode": "teacher-forced over the reply", "prompts": len(greedy),
+                       "positions": sum(len(e["hf"]) for e in greedy), "equal": sum(e["equal"] for e in greedy),
+                       "results": greedy}
 
 
 def template_check(ctx: stages.Context, jinja: str, tok: Any, convs: list[list[dict]], modelfiles: dict[str, str],

@@ -1,15 +1,32 @@
 """The chat-template registry: one entry per template family, each carrying everything training AND export need.
 
-An entry (:class:`Template`) holds
+Vendor entries (``families.py``: Llama 3.1/3.2/3.3, Qwen 2.5/3, Gemma 2/3, Phi-3.5/4, Mistral v0.3/Nemo, the
+DeepSeek-R1 distills, SmolLM3, Granite 3.3) hold the vendor's real chat template byte for byte (``<name>.jinja``,
+source recorded) and its Go twin (``<name>.gotmpl``); generic formats for base models (``chatml``, ``alpaca``) have
+names that do not pretend to be a vendor's. A vendor name (``llama-3``, ``mistral``, ``gemma``, ``phi-3``, ``qwen``)
+means that vendor's real template (``families.ALIASES``). An entry (:class:`Template`) holds
 
-* ``jinja``: a Hugging Face chat template (system prompt, multi-turn, ``add_generation_prompt``), used for training;
-* ``ollama``: the equivalent Ollama ``TEMPLATE`` in Go text/template syntax (``.System``, ``.Messages`` with
-  ``.Role``/``.Content``, as current Ollama templates are written), used in the Modelfile;
+* ``jinja``: a Hugging Face chat template, used for training;
+* ``ollama``: the equivalent Ollama ``TEMPLATE`` in Go text/template syntax, used in the Modelfile;
 * ``stop``: every string at which generation must stop. ``stop[0]`` is THE end-of-turn string of an assistant reply
   (tiny.py makes it the tokenizer's eos; masking trains on it);
-* ``special_tokens``: strings that must be single tokens in the vocabulary for the template to work as intended
-  (tiny.py adds :data:`ALL_SPECIAL_TOKENS` as user-defined symbols);
-* ``bos``: a note on how the beginning-of-sequence token is handled.
+* ``special_tokens``: strings that must be single tokens in the vocabulary for the template to work as intended;
+* ``bos``: a note on how the beginning-of-sequence token is handled; ``date_format`` and ``residual`` (below).
+
+What a Go template cannot express, handled on purpose
+-----------------------------------------------------
+Ollama's template functions are Go's built-ins plus ``json``, ``currentDate`` (always YYYY-MM-DD),
+``yesterdayDate`` and ``toTypeScriptType``: no trim, no split, no replace.
+
+* Dates: a run pins the date its template prints (``strftime_now``; :func:`resolve` pins it for the process and
+  records it, ``kolo.json`` ``chat_template.date``); the Go twin writes that same date literally
+  (:meth:`Template.ollama_for`).
+* Trimming: THE rule is :func:`prepare_messages`: a template that trims contents gets every message stripped
+  before rendering, in training, in the proofs and in verification. What stays unequal: a content with
+  leading/trailing whitespace sent to Ollama at serving time.
+* Thinking: Qwen 3's twin renders ``.Thinking`` where the template renders ``reasoning_content``; splitting
+  ``</think>`` out of a content cannot be expressed. Each entry's ``residual`` lists what stays unequal; the export's
+  verification reports it.
 
 Equivalence, and what "equal" means
 -----------------------------------
@@ -29,9 +46,6 @@ follow that convention (except chatml, whose Qwen original has no BOS). Every co
 template vs registry template) renders with ``bos_token=""`` and removes a literal leading BOS string, so BOS
 never causes a difference; ``masking.encode`` renders with the real ``bos_token`` and adds BOS only when the
 tokenizer would add one and the text does not already start with it (never doubled).
-
-Contents are rendered verbatim (no ``| trim``): Ollama passes message contents through untouched, so a trimming
-template could not be equivalent for contents with leading/trailing whitespace.
 
 Light module: stdlib only at import time; jinja2 is imported inside the functions that render.
 """
@@ -484,8 +498,8 @@ def _proven(name: str, jinja: str, source: str, entry: Template, date: str,
     return ResolvedTemplate(name=name, jinja=jinja, ollama=entry.ollama_for(date),
                             stop=union_stops(entry.stop, [entry.eos_token, eos_token]), proven=True, source=source,
                             registry_match=entry.name, special_tokens=list(entry.special_tokens), date=date,
-                            residual=list(entry.residual) + ([TRIM_RESIDUAL] if trims(jinja) and
-                                                             TRIM_RESIDUAL not in entry.residual else []))
+                            residual=list(entry.residual) + ([TRIM_RESIDUAL] if trims(jinja) and not any(
+                                "leading/trailing whitespace" in r for r in entry.residual) else []))
 
 
 TRIM_RESIDUAL = ("message contents with leading/trailing whitespace: kolo strips them in training (the template "

@@ -16,7 +16,7 @@ from __future__ import annotations
 SDIST = "llama-cpp-python 0.3.36 sdist, vendor/llama.cpp/models/templates/"
 
 _TRIM = ("message contents with leading/trailing whitespace: the template trims them, Ollama passes them through "
-         "untouched (kolo strips every message at training time, so ordinary input is equal)")
+         "untouched (kolo strips the messages of trimming templates in training, so ordinary input is equal)")
 _THINK_SPLIT = ("assistant contents of past turns that contain '</think>': the template keeps only the text after "
                 "it, a Go template cannot split strings (contents without '</think>' are equal)")
 _NO_TOOLS = "tool definitions, tool calls and tool results: kolo trains and proves plain conversations only"
