@@ -156,3 +156,19 @@ def test_two_jobs_on_one_worker_run_one_after_the_other(serve, root: Path) -> No
     assert ja["status"] == jb["status"] == "completed", (ja, jb)
     assert ("running", "queued") in seen
     assert jb["started"] >= ja["finished"]
+
+
+def test_rag_job_builds_an_index_of_the_dataset(serve, root: Path, tmp_path: Path) -> None:
+    """training_type rag runs `kolo rag build job-<id> --source <the dataset>` (shipped MiniLM, FAISS, offline)."""
+    pytest.importorskip("faiss", reason="the rag extra (scripts/install.sh installs it)")
+    srv = serve()
+    c = srv.client()
+    job = c.create_job(name="index", training_type="rag", dataset_id=upload(c, root), chunk_tokens=64, overlap=8)
+    final = c.wait(job["id"], timeout=600, poll_s=0.5)
+    assert final["status"] == "completed", (final, c.logs(job["id"], tail=40))
+    with tarfile.open(c.download_model(job["id"], tmp_path / "index.tar.gz")) as tar:
+        names = tar.getnames()
+    run = f"job-{job['id']}"
+    assert f"{run}/rag/vector_index.faiss" in names and f"{run}/rag/documents.json" in names
+    docs = json.loads((root / "outputs" / run / "rag" / "documents.json").read_text())
+    assert any("The sky is blue." in d for d in docs)

@@ -73,8 +73,9 @@ def create_key(cfg: ServerConfig) -> str:
     return key
 
 
-def require_key(request: Request) -> None:
-    """The API's guard: the Bearer key in the Authorization header (or the dashboard's cookie)."""
+async def require_key(request: Request) -> None:
+    """The API's guard: the Bearer key in the Authorization header (or the dashboard's cookie). Async: it does no
+    I/O, and a sync dependency would cost every request a trip through the thread pool."""
     key = request.app.state.key
     header = request.headers.get("authorization", "")
     given = header[7:].strip() if header[:7].lower() == "bearer " else request.cookies.get(COOKIE)

@@ -59,7 +59,7 @@ class Job(SQLModel, table=True):
     eta_s: Optional[float] = None
     error: Optional[str] = None
     exit_code: Optional[int] = None
-    task: str = "train"  # what the worker runs next: train (train + export when asked) or export
+    task: str = "train"  # what the worker runs next: train (train + export when asked), export, or rag (an index)
     export_quantizations: str = "[]"  # JSON, for task export
     cancel_requested: bool = False
     created: str = Field(default_factory=now)

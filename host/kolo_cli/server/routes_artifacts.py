@@ -94,7 +94,7 @@ def stream_tar(files: list[tuple[Path, str]]) -> Iterator[bytes]:
 def _run_dir(request: Request, job_id: int) -> tuple[Any, Path]:
     job = load_job(request, job_id)
     run_dir = request.app.state.cfg.data_root / "outputs" / job.output_dir
-    if not (run_dir / "kolo.json").is_file() or run_dir.is_symlink():
+    if run_dir.is_symlink() or not ((run_dir / "kolo.json").is_file() or (run_dir / "rag").is_dir()):
         raise ApiError(409, f"job {job_id} ({job.status}) has no run folder yet; download it once it completed")
     return job, run_dir
 

@@ -20,7 +20,6 @@ from sqlmodel import Session, select
 from . import db
 from .app import ApiError
 from .db import Job
-from .routes_datasets import get_dataset
 
 router = APIRouter(tags=["jobs"])
 
@@ -75,8 +74,10 @@ def _job_options(body: dict[str, Any], problems: list[str]) -> dict[str, Any]:
                             "resume with POST /api/v1/jobs/{id}/resume)")
             flags.pop(key)
     if ttype == "rag":
-        problems.append("training_type rag: not available yet (issue 14)")
-    elif ttype not in TRAINING_TYPES:
+        if body.get("model_name") is not None:
+            flags["embedding_model"] = body["model_name"]
+        return flags
+    if ttype not in TRAINING_TYPES:
         problems.append(f"training_type {ttype!r}: choose qlora, unsloth, standard, lora or rag")
     else:
         for key, value in TRAINING_TYPES[ttype].items():
@@ -117,9 +118,14 @@ def create(engine: Any, root_path: Any, body: dict[str, Any]) -> dict[str, Any]:
         s.add(job)
         s.flush()
         job.output_dir = f"job-{job.id}"
-        flags.update(train_data=dataset.path if dataset else "data/none.jsonl", output_dir=job.output_dir)
+        source = dataset.path if dataset else "data/none.jsonl"
         try:
-            _, explicit, _ = resolve_options(flags, None, DataRoot(root_path), check_files=True)
+            if job.training_type == "rag":
+                explicit = _rag_options(flags, job.output_dir, source)
+                job.task = "rag"
+            else:
+                flags.update(train_data=source, output_dir=job.output_dir)
+                _, explicit, _ = resolve_options(flags, None, DataRoot(root_path), check_files=True)
         except OptionsError as e:
             problems += [p for p in e.problems if "data/none.jsonl" not in p]
         except KoloError as e:
@@ -133,6 +139,15 @@ def create(engine: Any, root_path: Any, body: dict[str, Any]) -> dict[str, Any]:
         s.refresh(job)
     db.add_event(engine, job.id, "status", {"status": db.QUEUED})
     return job_dict(job)
+
+
+def _rag_options(flags: dict[str, Any], name: str, source: str) -> dict[str, Any]:
+    """A rag job builds an index of the dataset (``kolo rag build job-<id> --source data/upload-<id>...``), with
+    ``kolo rag build``'s own option check."""
+    from ..commands.rag import _validate
+
+    return _validate("RagBuildOptions", {k: v for k, v in flags.items() if k != "overwrite"},
+                     {"name": name, "source": [source]})
 
 
 @router.post("/jobs/", status_code=201)
@@ -157,7 +172,9 @@ def one_job(job_id: int, request: Request) -> dict[str, Any]:
 
 
 @router.get("/jobs/{job_id}/status")
-def job_status(job_id: int, request: Request) -> dict[str, Any]:
+async def job_status(job_id: int, request: Request) -> dict[str, Any]:
+    # On the event loop: one primary-key read from SQLite (WAL: never blocked by the worker's writes) costs less
+    # than the thread-pool hop, and this is the route clients poll.
     return status_dict(load_job(request, job_id))
 
 
@@ -231,6 +248,8 @@ async def resume_job(job_id: int, request: Request) -> dict[str, Any]:
     opts = json.loads(job.options)
     if job.task == "train":
         opts["resume"] = True
+    elif job.task == "rag":
+        opts["overwrite"] = True  # an index is built whole or not at all: a new build replaces a leftover
     job = await run_in_threadpool(requeue, request.app.state.engine, job_id, options=json.dumps(opts))
     request.app.state.worker.wake.set()
     return job_dict(job)

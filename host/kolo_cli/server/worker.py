@@ -141,7 +141,11 @@ class Worker:
         rc, error = 1, None
         renderer = None
         try:
-            if job.task == "export":
+            if job.task == "rag":
+                from kolo_trainer.rag.options import RagBuildOptions
+
+                steps = [trainer_argv("rag-build", RagBuildOptions, json.loads(job.options), transport.data_root)]
+            elif job.task == "export":
                 from kolo_trainer.options import ExportOptions
 
                 quants = json.loads(job.export_quantizations)
@@ -194,7 +198,13 @@ class Worker:
         from kolo_trainer.runfolder import DataRoot
 
         try:
-            data = DataRoot(self.data_root).run(job.output_dir).manifest()
+            run = DataRoot(self.data_root).run(job.output_dir)
+            if job.task == "rag":  # an index has no kolo.json: its folder, written whole and renamed, is the proof
+                from kolo_trainer.rag import store
+
+                store.require(run)
+                return None
+            data = run.manifest()
         except KoloError as e:
             return e.message
         if data.get("status") != "finished":

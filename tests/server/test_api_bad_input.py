@@ -34,7 +34,8 @@ def test_key_is_required_and_checked(serve, data_root: Path, kolo) -> None:
         assert r.headers["www-authenticate"] == "Bearer"
         r = h.get("/api/v1/jobs/", headers={"Authorization": "Bearer nope"})
         assert r.status_code == 401 and "wrong API key" in r.json()["detail"]
-        r = h.options("/api/v1/jobs/", headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "GET"})
+        r = h.options("/api/v1/jobs/", headers={"Origin": "http://evil.example",
+                                                "Access-Control-Request-Method": "GET"})
         assert "access-control-allow-origin" not in r.headers
 
 
@@ -87,8 +88,14 @@ def test_bad_jobs_are_refused_with_every_problem(serve, data_root: Path) -> None
         assert r.status_code == 422 and len(problems) == 5, problems
         for part in ("--epochs", "--lora-rank", "colour: unknown option", "models/missing", "output_dir: set by"):
             assert any(part in p for p in problems), (part, problems)
-        r = h.post("/api/v1/jobs/", json={"dataset_id": ds["id"], "training_type": "rag"})
-        assert r.status_code == 422 and "not available yet (issue 14)" in r.json()["problems"][0]
+        r = h.post("/api/v1/jobs/", json={"dataset_id": ds["id"], "training_type": "rag", "chunk_tokens": 1,
+                                          "epochs": 3})
+        problems = r.json()["problems"]
+        assert r.status_code == 422 and len(problems) == 2, problems
+        assert any("--chunk-tokens" in p for p in problems) and "epochs: unknown option" in problems
+        r = h.post("/api/v1/jobs/", json={"dataset_id": ds["id"], "training_type": "rag", "chunk_tokens": 32,
+                                          "overlap": 64})
+        assert r.status_code == 422 and "--overlap (64) must be smaller" in r.json()["problems"][0]
         r = h.post("/api/v1/jobs/", json={"dataset_id": ds["id"], "training_type": "magic"})
         assert r.status_code == 422 and "choose qlora, unsloth, standard, lora or rag" in r.json()["problems"][0]
         assert h.get("/api/v1/jobs/").json() == []
