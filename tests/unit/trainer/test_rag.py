@@ -89,6 +89,41 @@ def test_binary_and_non_utf8_text_are_named(root: DataRoot) -> None:
         sources.read("data/x.txt", p)
 
 
+def _tiny_pdf(lines_per_page):
+    """A minimal valid PDF (one Helvetica text line per entry), with a correct xref table."""
+    objs = ["<< /Type /Catalog /Pages 2 0 R >>", None, "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
+    kids = []
+    for lines in lines_per_page:
+        body = "BT /F1 12 Tf 72 720 Td 14 TL " + " ".join(f"({l}) Tj T*" for l in lines) + " ET"
+        objs.append(f"<< /Length {len(body)} >>\nstream\n{body}\nendstream")
+        objs.append(f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents {len(objs)} 0 R "
+                    "/Resources << /Font << /F1 3 0 R >> >> >>")
+        kids.append(len(objs))
+    objs[1] = f"<< /Type /Pages /Kids [{' '.join(f'{k} 0 R' for k in kids)}] /Count {len(kids)} >>"
+    out = b"%PDF-1.4\n"
+    offsets = []
+    for i, o in enumerate(objs, 1):
+        offsets.append(len(out))
+        out += f"{i} 0 obj\n{o}\nendobj\n".encode("latin-1")
+    xref = len(out)
+    out += f"xref\n0 {len(objs) + 1}\n0000000000 65535 f \n".encode()
+    out += b"".join(f"{o:010d} 00000 n \n".encode() for o in offsets)
+    out += f"trailer\n<< /Size {len(objs) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
+    return out
+
+
+def test_pdf_pages_are_read_with_pypdf_and_keep_their_page(root: DataRoot) -> None:
+    pytest.importorskip("pypdf", reason="the rag extra is not installed")
+    p = root.path / "data" / "g.pdf"
+    p.write_bytes(_tiny_pdf([["Page one says hello."], ["Page two: the cat is Biscuit."]]))
+    got = [(x.text, x.source) for x in sources.read("data/g.pdf", p)]
+    assert got == [("Page one says hello.", {"file": "data/g.pdf", "page": 1, "line": 1}),
+                   ("Page two: the cat is Biscuit.", {"file": "data/g.pdf", "page": 2, "line": 1})]
+    p.write_bytes(b"%PDF-1.4 truncated")
+    with pytest.raises(DataError, match="data/g.pdf:1: not a readable PDF"):
+        sources.read("data/g.pdf", p)
+
+
 def test_chunks_follow_paragraphs_and_fit_the_token_budget(tokenizer) -> None:
     paras = [f"Paragraph number {i} talks about topic {i} in a few words." for i in range(12)]
     ps = sources.paragraphs("\n\n".join(paras), "a.md")
@@ -143,3 +178,23 @@ def test_prompt_names_each_passage_and_its_source() -> None:
     assert p.startswith(PROMPT_HEAD) and p.endswith("Question: How much leave?\nAnswer:")
     assert "[1] (data/a.md:3)\nLeave is 28 days." in p and "[2] (data/f.jsonl row 2)" in p
     assert where({"file": "g.pdf", "page": 4, "line": 1}) == "g.pdf page 4"
+
+
+def test_an_index_that_outgrows_flat_becomes_hnsw_with_the_same_vectors(monkeypatch) -> None:
+    faiss = pytest.importorskip("faiss", reason="the rag extra is not installed")
+    import numpy as np
+
+    from kolo_trainer.rag import store
+
+    monkeypatch.setattr(store, "HNSW_ABOVE", 50)
+    rng = np.random.default_rng(0)
+    vecs = rng.standard_normal((40, 16)).astype("float32")
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    flat = store.new_index(16, 40)
+    flat.add(vecs)
+    assert isinstance(flat, faiss.IndexFlatIP) and store.grown(flat, 50) is flat
+    big = store.grown(flat, 51)
+    assert isinstance(big, faiss.IndexHNSWFlat) and big.metric_type == faiss.METRIC_INNER_PRODUCT
+    assert big.reconstruct_n(0, 40).tobytes() == vecs.tobytes()
+    _, ids = big.search(vecs[:5], 1)
+    assert ids[:, 0].tolist() == [0, 1, 2, 3, 4]
