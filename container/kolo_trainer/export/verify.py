@@ -265,7 +265,7 @@ def verify_all(ctx: stages.Context, *, files: dict[str, Path], modelfiles: dict[
     gg_ids = _token_parity(v, tok, f16, jinja, date, prompts, hf_ids, source)
     gg_tops = [gguf_next_tokens(f16, seq) for seq in seqs]
     v.res["load"] = _load_checks(v, files, f16, adapter_gguf, n_ctx, gg_ids[0] if gg_ids else [f16.token_bos()],
-                                 stops)
+                                 stops, gg_tops[0][starts[0]:] if gg_tops else None)
     timings["llama.cpp"] = round(time.monotonic() - t, 2)
     t = time.monotonic()
     v.res["template"] = template_check(ctx, jinja, tok, convs, modelfiles, settings)
@@ -312,14 +312,16 @@ def _token_parity(v: SimpleNamespace, tok: Any, f16: Any, jinja: str, date: Opti
 
 
 def _load_checks(v: SimpleNamespace, files: dict[str, Path], f16: Any, adapter_gguf: Optional[Path], n_ctx: int,
-                 first: list[int], stops: set[int]) -> dict:
-    """(a) every GGUF loads and generates."""
+                 first: list[int], stops: set[int], f16_predicted: Optional[list[int]]) -> dict:
+    """(a) every GGUF loads and generates (the F16 GGUF already ran the next-token check: its predictions are its
+    sample, no second pass)."""
     load: dict[str, Any] = {}
     for q, path in files.items():
         try:
             llm = f16 if q == "F16" else _load_llama(path, adapter_gguf, n_ctx=n_ctx)
             # A few tokens prove the file loads and runs; the F16 GGUF's numbers are checked token by token.
-            out = gguf_greedy(llm, first, stops, n=LOAD_TOKENS)
+            out = f16_predicted[:LOAD_TOKENS * 4] if q == "F16" and f16_predicted else \
+                gguf_greedy(llm, first, stops, n=LOAD_TOKENS)
             text = llm.detokenize(out, special=True).decode("utf-8", "replace")
             load[q] = {"ok": bool(out), "tokens": len(out), "sample": text}
             if not out:
