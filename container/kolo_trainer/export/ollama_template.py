@@ -72,8 +72,9 @@ def settings(ctx: Any) -> dict:
     warning = None
     stop = [s for s in (ct.get("stop") or []) if s]
     if template is None or not proven:
-        why = ("it matches no registry template on kolo's test conversations" if ct.get("source") != "registry"
-               else "the manifest records no proven TEMPLATE")
+        why = ("it matches no registry template on kolo's test conversations"
+               + (f": {ct['unproven_reason']}" if ct.get("unproven_reason") else "")
+               if ct.get("source") != "registry" else "the manifest records no proven TEMPLATE")
         warning = _NO_TWIN.format(name=ct.get("name", "?"), why=why)
         template, stop = None, []
     if opts.system is not None:

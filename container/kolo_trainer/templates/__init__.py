@@ -423,6 +423,33 @@ def match_registry(jinja: str, *, bos_token: str = "", eos_token: Optional[str] 
     return None
 
 
+def nearest_difference(jinja: str, *, bos_token: str = "", eos_token: Optional[str] = None,
+                       date: Optional[str] = None) -> str:
+    """Why ``jinja`` has no twin: the registry entry rendering most battery conversations alike, and the first
+    conversation where they differ (for the export's warning)."""
+    mine = _outcomes(jinja, bos_token, eos_token, date)
+    best, best_score, best_same, first = None, (-1, -1), 0, None
+    for name, entry in REGISTRY.items():
+        theirs = _outcomes(entry.jinja, entry.bos_token, entry.eos_token, date)
+        same = [a == b for a, b in zip(mine, theirs)]
+        # Most renderings alike, then the most characters alike at the start of each (a near miss wins).
+        alike = sum(len(os.path.commonprefix([a, b])) for a, b in zip(mine, theirs)
+                    if isinstance(a, str) and isinstance(b, str))
+        if (sum(same), alike) > best_score:
+            best, best_score, best_same = name, (sum(same), alike), sum(same)
+            first = same.index(False) if False in same else None
+    if best is None or first is None:
+        return "it renders no battery conversation"
+    conv, agp = divmod(first, 2)
+    a = mine[first] if mine[first] is not _REFUSED else "(refused)"
+    b = _outcomes(REGISTRY[best].jinja, REGISTRY[best].bos_token, REGISTRY[best].eos_token, date)[first]
+    b = b if b is not _REFUSED else "(refused)"
+    at = next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    return (f"nearest registry entry {best!r} renders {best_same} of {len(mine)} test renderings alike; the first "
+            f"difference is test conversation {conv + 1} (add_generation_prompt={agp == 0}) at character {at}: "
+            f"{a[max(0, at - 15):at + 15]!r} vs {b[max(0, at - 15):at + 15]!r}")
+
+
 def check_ollama_equivalence(jinja: str, ollama: str, *, conversations: Optional[Iterable[Iterable[dict]]] = None,
                              bos_token: str = "", eos_token: Optional[str] = None,
                              date: Optional[str] = None) -> list[str]:
@@ -479,13 +506,15 @@ class ResolvedTemplate:
     warning: Optional[str] = None
     date: Optional[str] = None
     residual: list[str] = field(default_factory=list)
+    unproven_reason: Optional[str] = None  # which check failed, when there is no twin
 
     def manifest(self, system: Optional[str] = None) -> dict:
         """The ``chat_template`` section of kolo.json."""
         return {"name": self.name, "jinja": self.jinja, "ollama_template": self.ollama, "stop": list(self.stop),
                 "system": system, "proven": self.proven, "source": self.source,
                 "registry_match": self.registry_match, "special_tokens": list(self.special_tokens),
-                "date": self.date, "trim": trims(self.jinja), "residual": list(self.residual)}
+                "date": self.date, "trim": trims(self.jinja), "residual": list(self.residual),
+                "unproven_reason": self.unproven_reason}
 
 
 def union_stops(*lists: Iterable[Optional[str]]) -> list[str]:
@@ -511,16 +540,17 @@ def _from_unregistered(name: str, jinja: str, source: str, bos_token: str, eos_t
     entry = match_registry(jinja, bos_token=bos_token, eos_token=eos_token, date=date)
     if entry is not None:
         return _proven(name, jinja, source, entry, date, eos_token)
-    warning = (f"chat template {name!r} matches no registry template ({', '.join(REGISTRY)}) on kolo's test "
-               "conversations, so no equivalent Ollama TEMPLATE could be proven: the exported Modelfile will have "
-               "no TEMPLATE and Ollama will choose how to prompt the model (see the export's warning). Pass "
-               "--chat-template NAME to train with a registry template instead.")
+    why = nearest_difference(jinja, bos_token=bos_token, eos_token=eos_token, date=date)
+    warning = (f"chat template {name!r} matches no registry template on kolo's test conversations ({why}), so no "
+               "equivalent Ollama TEMPLATE could be proven: the exported Modelfile will have no TEMPLATE and "
+               "Ollama will choose how to prompt the model (see the export's warning). Pass --chat-template NAME "
+               "to train with a registry template instead.")
     if emit_warning:
         from ..progress import emit
 
         emit("warning", message=warning)
     return ResolvedTemplate(name=name, jinja=jinja, ollama=None, stop=union_stops([eos_token]), proven=False,
-                            source=source, warning=warning, date=date)
+                            source=source, warning=warning, date=date, unproven_reason=why)
 
 
 def resolve(chat_template_option: str, tokenizer_chat_template: Optional[str], data_root: str | os.PathLike,

@@ -34,6 +34,18 @@ def test_settings_without_a_twin_write_no_template_and_no_bare_eos_stop():
     assert s["template"] is None and s["stop"] == [] and not s["proven"]
     w = s["warning"]
     assert "matches no registry template" in w and "0.24" in w and "{{ .Prompt }}" in w and "ollama-install" in w
+    # Which check failed: the nearest entry and where it first differs.
+    assert "nearest registry entry" in w and "first difference is test conversation 1" in w
+    T.pin_date(None)
+
+
+def test_a_near_miss_names_its_nearest_entry_and_the_difference():
+    """Llama 3.1's template without 'Cutting Knowledge Date': the nearest entry is llama-3.1, and the reason
+    points at the preamble."""
+    jinja = T.get("llama-3.1").jinja.replace('{{- "Cutting Knowledge Date: December 2023\\n" }}', "")
+    r = T.resolve("auto", jinja, "/x", eos_token="<|eot_id|>", emit_warning=False, date="2026-11-30")
+    assert not r.proven and "nearest registry entry 'llama-3.1'" in r.unproven_reason
+    assert "Today Date" in r.unproven_reason and r.manifest()["unproven_reason"] == r.unproven_reason
     T.pin_date(None)
 
 
