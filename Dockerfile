@@ -62,7 +62,7 @@ RUN (userdel --remove ubuntu 2>/dev/null || true) \
 # --- dependencies: this layer only changes when container/pyproject.toml does.
 COPY container/pyproject.toml container/requirements_from_pyproject.py /opt/kolo/src/container/
 RUN python /opt/kolo/src/container/requirements_from_pyproject.py /opt/kolo/src/container/pyproject.toml \
-        gpu,train,export --exclude llama-cpp-python > /opt/kolo/requirements-deps.txt \
+        gpu,train,export,rag --exclude llama-cpp-python > /opt/kolo/requirements-deps.txt \
  && pip install -r /opt/kolo/requirements-deps.txt
 
 # --- llama-cpp-python with CUDA, from its sdist. The sdist is kept in $KOLO_CACHE/sdist: the converter step

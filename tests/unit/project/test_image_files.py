@@ -171,7 +171,7 @@ def test_dockerfile_versions_come_from_pyproject():
     # no Python package pinned in the Dockerfile itself: a `name==version` here would be a second source
     assert not re.search(r"[A-Za-z0-9_.-]+(==|>=|~=)\d", text), re.search(r"[A-Za-z0-9_.-]+(==|>=|~=)\d", text)
     runs = [a for i, a in dockerfile_instructions() if i == "RUN"]
-    assert any("requirements_from_pyproject.py" in r and "gpu,train,export" in r and "pip install -r" in r
+    assert any("requirements_from_pyproject.py" in r and "gpu,train,export,rag" in r and "pip install -r" in r
                for r in runs)
     assert any("--only llama-cpp-python" in r and "-DGGML_CUDA=on" in r for r in runs)
 
