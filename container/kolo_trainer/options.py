@@ -73,8 +73,9 @@ class TrainOptions(_Options):
     # --- model
     base_model: str = Field("unsloth/Llama-3.2-1B-Instruct", description="Hugging Face model id, or a model "
                             "folder relative to the data root (e.g. models/tiny).", json_schema_extra={"group": "model"})
-    chat_template: str = Field("auto", description="auto (the base model's own), a registry name (llama-3, chatml, "
-                               "mistral, gemma, phi-3, alpaca) or a .jinja file relative to the data root.",
+    chat_template: str = Field("auto", description="auto (the base model's own, matched to its Ollama twin by "
+                               "rendering), a registry name (a family such as llama-3.2, qwen-2.5, gemma-3, "
+                               "mistral-v0.3, or generic chatml / alpaca) or a .jinja file relative to the data root.",
                                json_schema_extra={"group": "model"})
     method: Literal["lora", "qlora", "full"] = Field("lora", description="lora, qlora (4-bit, CUDA only) or full "
                                                       "fine-tune.", json_schema_extra={"group": "model"})
