@@ -156,7 +156,9 @@ def _locate(full: str, cursor: int, turn: str, start: int, part: str, prompt: st
     return begin, end + len(ext.rstrip())
 
 
-def _bos_id_to_add(tokenizer: Any, text: str) -> Optional[int]:
+def bos_id_to_add(tokenizer: Any, text: str) -> Optional[int]:
+    """The BOS id to put before ``text`` (None when the text has one or the tokenizer adds none): one rule for
+    training, the post-training sample and verification."""
     bos_id = getattr(tokenizer, "bos_token_id", None)
     bos = getattr(tokenizer, "bos_token", None)
     if bos_id is None or not bos:
@@ -213,7 +215,7 @@ def encode(tokenizer: Any, messages: list[dict], jinja: str, *, train_on_inputs:
             s, e = spans[j]
             if b > s and a < e and b > a:
                 labels[t] = ids[t]
-    bos = _bos_id_to_add(tokenizer, text)
+    bos = bos_id_to_add(tokenizer, text)
     if bos is not None:
         ids.insert(0, bos)
         labels.insert(0, IGNORE)
@@ -226,7 +228,7 @@ def encode(tokenizer: Any, messages: list[dict], jinja: str, *, train_on_inputs:
 
 def _encode_text(tokenizer: Any, text: str, max_length: Optional[int]) -> Encoded:
     ids, offsets = _tokenise(tokenizer, text, [(0, len(text))])
-    bos = _bos_id_to_add(tokenizer, text)
+    bos = bos_id_to_add(tokenizer, text)
     if bos is not None:
         ids.insert(0, bos)
         offsets.insert(0, (0, 0))

@@ -31,12 +31,11 @@ def encode_prompt(tokenizer: Any, jinja: str, messages: list[dict]) -> list[int]
     bos = getattr(tokenizer, "bos_token", None) or ""
     text = templates.render(jinja, messages, add_generation_prompt=True, bos_token=bos,
                             eos_token=getattr(tokenizer, "eos_token", None))
+    from ..masking import bos_id_to_add
+
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    bos_id = getattr(tokenizer, "bos_token_id", None)
-    adds_bos = bool(getattr(tokenizer, "add_bos_token", False))
-    if adds_bos and bos_id is not None and (not ids or ids[0] != bos_id):
-        ids = [bos_id] + ids
-    return ids
+    bos_id = bos_id_to_add(tokenizer, text)  # masking's rule: what the tokenizer does, not its add_bos_token flag
+    return [bos_id] + ids if bos_id is not None and (not ids or ids[0] != bos_id) else ids
 
 
 def stop_token_ids(tokenizer: Any, stop: list[str]) -> list[int]:
