@@ -40,7 +40,7 @@ KOLO = str(Path(sys.executable).parent / "kolo")
 GIB = 1 << 30
 QA = [{"messages": [{"role": "user", "content": f"Question number {i}?"},
                     {"role": "assistant", "content": f"Answer number {i}."}]} for i in range(8)]
-JOB = {"name": "bench", "training_type": "standard", "model_name": "models/tiny", "dataset_id": 1, "epochs": 5000,
+JOB = {"name": "bench", "training_type": "standard", "model_name": "models/tiny", "epochs": 5000,
        "batch_size": 4, "learning_rate": 0.002, "logging_steps": 1, "save_steps": 100000, "max_seq_length": 64}
 
 
@@ -75,8 +75,9 @@ class Served:
         data = work / "qa.jsonl"
         data.write_text("".join(json.dumps(r) + "\n" for r in QA))
         with httpx.Client(base_url=self.url, headers=self.headers, timeout=60) as h:
-            h.post("/api/v1/datasets", files={"file": ("qa.jsonl", data.read_bytes())}).raise_for_status()
-            job = h.post("/api/v1/jobs/", json=JOB).json()
+            ds = h.post("/api/v1/datasets", files={"file": ("qa.jsonl", data.read_bytes())})
+            ds.raise_for_status()
+            job = h.post("/api/v1/jobs/", json={**JOB, "dataset_id": ds.json()["id"]}).json()
             while (h.get(f"/api/v1/jobs/{job['id']}/status").json().get("step") or 0) < 2:
                 time.sleep(0.2)
         return int(job["id"])
