@@ -108,9 +108,15 @@ def test_cancel_mid_run_stops_the_trainer(serve, root: Path) -> None:
     job = c.create_job(name="long", dataset_id=upload(c, root), epochs=1000, **FAST)
     wait_step(c, job["id"], 3)
     assert trainer_pids(root), "no trainer process found while the job runs"
+    with pytest.raises(TrainerError) as e:
+        c.delete_dataset(job["dataset_id"])
+    assert e.value.status == 409 and f"used by job(s) {job['id']}" in e.value.detail
     done = c.cancel(job["id"])
     assert done["status"] == "cancelled"
     assert trainer_pids(root) == []
+    stored = root / c.dataset(job["dataset_id"])["path"]
+    assert stored.is_file() and c.delete_dataset(job["dataset_id"]) == {"deleted": job["dataset_id"]}
+    assert not stored.exists() and c.datasets() == []
     assert c.get_status(job["id"])["status"] == "cancelled"
     with pytest.raises(TrainerError) as e:
         c.cancel(job["id"])
