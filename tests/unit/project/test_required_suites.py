@@ -37,3 +37,9 @@ def test_a_hang_fails_its_test(pytestconfig) -> None:
     """pytest-timeout is active with a per-test limit, so a hung test fails instead of stalling CI."""
     assert pytestconfig.pluginmanager.hasplugin("timeout"), "pytest-timeout is not installed (scripts/install.sh --dev)"
     assert 0 < float(pytestconfig.getini("timeout")) <= 1800
+
+
+def test_test_module_names_are_unique() -> None:
+    """pytest's default import mode imports test modules by basename: two test_x.py files stop the whole run."""
+    names = [p.name for p in (REPO / "tests").rglob("test_*.py")]
+    assert not {n for n in names if names.count(n) > 1}
