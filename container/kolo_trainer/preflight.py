@@ -166,7 +166,9 @@ def run_state(run: Run, opts: Any) -> None:
     finished run unless --resume / --overwrite say what to do with it. (The trainer repeats this with the lock
     held, where checkpoints decide between resume and refusal.)"""
     run.refuse_foreign()
-    holder = run.holder()
+    # A lock of another host (the container's, seen from the host) is judged by the trainer, which runs there
+    # and takes the lock itself; refusing it here would block --resume after the container was restarted.
+    holder = run.holder(foreign_is_live=False)
     if holder:
         raise OutputExistsError(f"{run.label} is in use by another kolo process (pid {holder.get('pid')} on "
                                 f"{holder.get('host')}, started {holder.get('started')})",

@@ -273,11 +273,11 @@ class Run:
 
         return RunLock(self.path, self.label)
 
-    def holder(self) -> dict | None:
+    def holder(self, foreign_is_live: bool = True) -> dict | None:
         """Who holds the run's lock (by the one liveness rule of :mod:`runlock`), or None."""
         from .runlock import live_holder
 
-        return live_holder(self.path)
+        return live_holder(self.path, foreign_is_live)
 
     # ------------------------------------------------------------------------------------------- writing
     def refuse_foreign(self) -> None:

@@ -90,8 +90,12 @@ def is_stale(holder: dict | None) -> bool:
     return pid != os.getpid() and not pid_alive(pid, holder.get("start"))
 
 
-def live_holder(run_dir: str | os.PathLike) -> dict | None:
-    """Who holds ``run_dir/.lock`` by the one rule above, or None when nobody does. Takes nothing."""
+def live_holder(run_dir: str | os.PathLike, foreign_is_live: bool = True) -> dict | None:
+    """Who holds ``run_dir/.lock`` by the one rule above, or None when nobody does. Takes nothing.
+
+    ``foreign_is_live=False`` is for a caller that is about to hand the work to the other host (the host CLI
+    before `docker exec`): a lock of another host whose flock is free is then left for the trainer to judge
+    there, where its pid can be checked (a container restarted after a crash keeps its hostname)."""
     import fcntl
 
     path = Path(run_dir) / LOCK_NAME
@@ -108,6 +112,8 @@ def live_holder(run_dir: str | os.PathLike) -> dict | None:
     finally:
         os.close(fd)  # closing drops the shared lock we may have taken
     holder = read_holder(path)
+    if holder and not foreign_is_live and holder.get("host") != socket.gethostname():
+        return None
     return None if is_stale(holder) else holder
 
 
