@@ -125,3 +125,15 @@ def test_a_zombie_or_a_reused_pid_does_not_hold_the_lock() -> None:
     finally:
         live.kill()
         live.wait()
+
+
+def test_a_foreign_lock_is_honoured_unless_the_caller_hands_the_work_over(tmp_path):
+    """A lock written in the container (another hostname, flock free as seen from here) is live for `kolo delete`
+    on the host, and left to the trainer (which runs where its pid can be checked) before `docker exec`."""
+    import json as _json
+
+    from kolo_trainer.runlock import live_holder
+
+    (tmp_path / ".lock").write_text(_json.dumps({"pid": 9, "host": "kolo-container-1", "start": "1"}))
+    assert live_holder(tmp_path)["host"] == "kolo-container-1"
+    assert live_holder(tmp_path, foreign_is_live=False) is None
