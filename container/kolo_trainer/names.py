@@ -73,8 +73,9 @@ def check_plain(value: str) -> None:
 
 def check_run_name(value: str) -> None:
     """A run folder name (``--output-dir``): one plain folder name, short enough for every name derived from it."""
+    check_text(value)
+    _check_lengths(value, MAX_RUN_NAME_BYTES)  # before check_plain's general limit, so the message names this one
     check_plain(value)
-    _check_lengths(value, MAX_RUN_NAME_BYTES)
 
 
 def resolve_under(root: str | os.PathLike, rel: str, what: str = "name") -> Path:
