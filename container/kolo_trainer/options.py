@@ -145,7 +145,7 @@ class TrainOptions(_Options):
     def _quant(cls, v: list[str]) -> list[str]:
         return _normalise_quant(v)
 
-    @field_validator("train_data", "output_dir")
+    @field_validator("train_data")
     @classmethod
     def _names(cls, v: str) -> str:
         names.check_relative(v)
