@@ -35,3 +35,19 @@ def tree_digest(root: Path) -> dict[str, str]:
 
 GOOD_ROWS = [{"messages": [{"role": "user", "content": f"question {i}?"},
                            {"role": "assistant", "content": f"answer {i}."}]} for i in range(4)]
+
+
+def assert_clean_refusal(r, code: int, pattern: str) -> None:
+    """A refusal as the issue-10 rule wants it: the documented exit code, no traceback or usage text, one line
+    matching ``pattern``, exactly one ``error:`` line, and a ``hint:`` naming the fix (option errors, exit 2, may
+    carry theirs inline)."""
+    import re
+
+    out = r.stdout + r.stderr
+    shown = out[-3000:]
+    assert r.returncode == code, f"exit {r.returncode}, expected {code}:\n{shown}"
+    assert "Traceback" not in out and "usage:" not in out.lower(), shown
+    lines = [ln for ln in out.splitlines() if ln.strip()]
+    assert any(re.search(pattern, ln) for ln in lines), f"no line matches {pattern!r}:\n{shown}"
+    assert sum(ln.startswith("error:") for ln in lines) == 1, shown
+    assert any(ln.startswith("hint:") for ln in lines) or code == 2, f"no hint naming the fix:\n{shown}"

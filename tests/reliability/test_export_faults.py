@@ -18,7 +18,7 @@ from typing import Callable
 
 import pytest
 
-from rel_helpers import tree_digest
+from rel_helpers import assert_clean_refusal, tree_digest
 
 LOCAL = {"KOLO_RUNTIME": "local"}
 
@@ -142,17 +142,6 @@ CASES: list[tuple[str, list[str], Callable[[Path], None] | None, int, str]] = [
 ]
 
 
-def _check(r, code: int, pattern: str) -> None:
-    out = r.stdout + r.stderr
-    shown = out[-3000:]
-    assert r.returncode == code, f"exit {r.returncode}, expected {code}:\n{shown}"
-    assert "Traceback" not in out and "usage:" not in out.lower(), shown
-    lines = [ln for ln in out.splitlines() if ln.strip()]
-    assert any(re.search(pattern, ln) for ln in lines), f"no line matches {pattern!r}:\n{shown}"
-    assert sum(ln.startswith("error:") for ln in lines) == 1, shown
-    assert any(ln.startswith("hint:") for ln in lines) or code == 2, f"no hint naming the fix:\n{shown}"
-
-
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_refusal(case, kolo, data_root: Path) -> None:
     _, argv, setup, code, pattern = case
@@ -161,7 +150,7 @@ def test_refusal(case, kolo, data_root: Path) -> None:
     outside = data_root.parent / "victim"
     before = (tree_digest(data_root), tree_digest(outside) if outside.exists() else None)
     r = kolo(*argv, env=LOCAL, timeout=120)
-    _check(r, code, pattern)
+    assert_clean_refusal(r, code, pattern)
     if argv[0] == "chat" and code == 5:
         assert re.search(rf"hint: run `kolo export {argv[1]}", r.stderr), r.stderr
     after = (tree_digest(data_root), tree_digest(outside) if outside.exists() else None)
@@ -221,4 +210,4 @@ def test_failed_export_does_not_offer_the_previous_files(kolo, data_root: Path) 
     assert second["quantizations"] == second["modelfiles"] == second["verification"] == second["template"] == {}
     assert "convert:F16" in second["stages"] and second["stages"]["convert:F16"] == first["stages"]["convert:F16"]
     r = kolo("chat", "small", "--prompt", "hi", env=LOCAL)
-    _check(r, 5, r"cannot chat with outputs/small: its last export did not finish \(status: failed\)")
+    assert_clean_refusal(r, 5, r"cannot chat with outputs/small: its last export did not finish \(status: failed\)")

@@ -21,7 +21,7 @@ from typing import Callable
 
 import pytest
 
-from rel_helpers import tree_digest
+from rel_helpers import assert_clean_refusal, tree_digest
 
 LOCAL = {"KOLO_RUNTIME": "local"}
 TRAIN = ["train", "--base-model", "models/fake", "--train-data", "data/good.jsonl"]
@@ -135,21 +135,12 @@ CASES = [
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_hostile_case(case, kolo, seeded_root: Path) -> None:
     _, argv, setup, env, code, pattern = case
-    import re
-
     if setup is not None:
         setup(seeded_root)
     outside = seeded_root.parent / "victim"
     before = (tree_digest(seeded_root), tree_digest(outside) if outside.exists() else None)
     r = kolo(*argv, env=env, timeout=120)
-    out = r.stdout + r.stderr
-    shown = out[-3000:]
-    assert r.returncode == code, f"exit {r.returncode}, expected {code}:\n{shown}"
-    assert "Traceback" not in out and "usage:" not in out.lower(), shown
-    lines = [ln for ln in out.splitlines() if ln.strip()]
-    assert any(re.search(pattern, ln) for ln in lines), f"no line matches {pattern!r}:\n{shown}"
-    assert sum(ln.startswith("error:") for ln in lines) == 1, shown
-    assert any(ln.startswith("hint:") for ln in lines) or code == 2, f"no hint naming the fix:\n{shown}"
+    assert_clean_refusal(r, code, pattern)
     after = (tree_digest(seeded_root), tree_digest(outside) if outside.exists() else None)
     assert after == before, "something changed in or outside the data root"
 
