@@ -196,6 +196,10 @@ def test_add_appends_without_touching_old_vectors_and_skips_duplicates(tmp_path:
 
     hits = Retriever(DataRoot(root), "small").retrieve("When should a bonsai be repotted?", 1)
     assert hits["sources"][0]["file"] == "data/docs/bonsai.txt"
+    # An index on its own is a kolo run (kind "rag"): listed, and removed by kolo delete.
+    assert json.loads((root / "outputs" / "small" / "kolo.json").read_text())["kind"] == "rag"
+    r = kolo(root, "delete", "small", "--yes")
+    assert r.returncode == 0 and not (root / "outputs" / "small").exists(), r.stderr
 
 
 # ------------------------------------------------------------------------------------------------ bad input

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import progress
+from .. import manifest, progress
 from ..errors import DataError, OptionsError, OutputExistsError
 from ..manifest import now
 from ..runfolder import DataRoot, Run
@@ -109,6 +109,9 @@ def _save(run: Run, st: store.Store, added: int, skipped: int, write: bool = Tru
     if write:  # an add with nothing new leaves the index untouched
         with run.lock():
             store.write(run, st)
+            if not run.is_run():
+                # An index on its own still makes the folder kolo's: kolo list shows it, kolo delete removes it.
+                manifest.update(run.path, kind="rag", status="finished")
     summary = {"index": f"{run.label}/{store.FOLDER}", "chunks": len(st.documents), "added": added,
                "duplicates_skipped": skipped, "index_type": st.config["index_type"]}
     progress.emit("result", stage="rag", **summary)
