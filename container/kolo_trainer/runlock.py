@@ -87,7 +87,12 @@ def is_stale(holder: dict | None) -> bool:
         pid = int(holder.get("pid", -1))
     except (TypeError, ValueError):
         return True
-    return pid != os.getpid() and not pid_alive(pid, holder.get("start"))
+    if pid == os.getpid():
+        # Our own pid: ours only if the start time matches too. A restarted container numbers its processes from 1
+        # again, so a new trainer can get exactly the pid its crashed predecessor wrote into the lock.
+        start = holder.get("start")
+        return start is not None and str(start) != str(_self_start())
+    return not pid_alive(pid, holder.get("start"))
 
 
 def live_holder(run_dir: str | os.PathLike, foreign_is_live: bool = True) -> dict | None:

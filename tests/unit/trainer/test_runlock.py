@@ -137,3 +137,18 @@ def test_a_foreign_lock_is_honoured_unless_the_caller_hands_the_work_over(tmp_pa
     (tmp_path / ".lock").write_text(_json.dumps({"pid": 9, "host": "kolo-container-1", "start": "1"}))
     assert live_holder(tmp_path)["host"] == "kolo-container-1"
     assert live_holder(tmp_path, foreign_is_live=False) is None
+
+
+def test_a_lock_naming_our_pid_with_another_start_time_is_a_predecessors(tmp_path):
+    """A restarted container numbers processes from 1 again: the new trainer can get the pid its crashed
+    predecessor wrote into the lock. The start time tells them apart (seen in CI: pid 8 both times)."""
+    import json as _json
+    import os as _os
+    import socket as _socket
+
+    from kolo_trainer.runlock import RunLock, live_holder
+
+    (tmp_path / ".lock").write_text(_json.dumps({"pid": _os.getpid(), "host": _socket.gethostname(), "start": "1"}))
+    assert live_holder(tmp_path) is None
+    with RunLock(tmp_path):
+        assert live_holder(tmp_path)["pid"] == _os.getpid()  # now it is really ours (and flocked)
