@@ -274,7 +274,7 @@ class OllamaClient:
         resp = self._request("POST", "/api/chat", json=body)
         if resp.status_code == 404:
             raise ModelNotFound(f"model {name!r} is not installed in Ollama at {self.base_url}")
-        return self._ok(resp, f"smoke prompt to {name!r}").json()
+        return self._ok(resp, f"asking {name!r} (POST /api/chat)").json()
 
 
 # ------------------------------------------------------------------------------------------------ the install
