@@ -265,6 +265,13 @@ def _encode_rows(ctx: Ctx, rows: list[list[dict]], what: str) -> tuple[list, lis
     return examples, lengths, dropped
 
 
+def held_out(n: int, split: float, seed: int) -> set[int]:
+    """Which of ``n`` encoded rows ``--eval-split`` holds out (seeded, so `kolo eval` finds the same rows again)."""
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    return set(order[:max(1, round(n * split))])
+
+
 def stage_encode(ctx: Ctx) -> None:
     from .collate import token_stats
 
@@ -273,10 +280,7 @@ def stage_encode(ctx: Ctx) -> None:
     if o.eval_split > 0 and not ctx.eval_rows:
         if len(ex) < 2:
             raise OptionsError([f"--eval-split {o.eval_split}: {len(ex)} usable row(s) is too few to hold some out"])
-        order = list(range(len(ex)))
-        random.Random(o.seed).shuffle(order)
-        n_eval = max(1, round(len(ex) * o.eval_split))
-        held = set(order[:n_eval])
+        held = held_out(len(ex), o.eval_split, o.seed)
         ctx.eval_examples = [e for i, e in enumerate(ex) if i in held]
         ex = [e for i, e in enumerate(ex) if i not in held]
     elif ctx.eval_rows:
