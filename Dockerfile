@@ -1,13 +1,14 @@
 # kolo's GPU trainer image: unsloth / transformers / peft on CUDA torch, llama-cpp-python built with CUDA plus the
-# GGUF converter of exactly that llama.cpp, and the kolo_trainer package. Nothing else: no SSH server, no
-# passwords, no open ports. The host drives it with `docker exec` (`kolo train`, `kolo shell`), so the main
-# process only has to stay alive.
+# GGUF converter of exactly that llama.cpp, the kolo_trainer package, and the host CLI with its `server` extra (the
+# Training Manager, for the compose service `kolo-serve`). Nothing else: no SSH server, no passwords, no EXPOSE.
+# The host drives the `kolo` container with `docker exec` (`kolo train`, `kolo shell`), so its main process only
+# has to stay alive; the `kolo-serve` service runs `kolo serve --runtime local` in this image instead.
 #
 #   kolo build                       (docker compose build, or docker build -t kolo:latest .)
 #
-# Versions: every Python version is pinned in container/pyproject.toml (extras gpu, train, export) and read from
-# there by container/requirements_from_pyproject.py -- the same extras scripts/install.sh and CI install, so the
-# image and the tests cannot drift apart. The base image is pinned by tag below. apt packages are not pinned:
+# Versions: every Python version is pinned in container/pyproject.toml (extras gpu, train, export, rag, server) and
+# read from there by container/requirements_from_pyproject.py -- the same extras scripts/install.sh and CI install,
+# so the image and the tests cannot drift apart. The base image is pinned by tag below. apt packages are not pinned:
 # Ubuntu's archive drops old versions, so a pinned apt version breaks the build within months; the pinned base tag
 # fixes the distribution release.
 #
@@ -62,7 +63,7 @@ RUN (userdel --remove ubuntu 2>/dev/null || true) \
 # --- dependencies: this layer only changes when container/pyproject.toml does.
 COPY container/pyproject.toml container/requirements_from_pyproject.py /opt/kolo/src/container/
 RUN python /opt/kolo/src/container/requirements_from_pyproject.py /opt/kolo/src/container/pyproject.toml \
-        gpu,train,export,rag --exclude llama-cpp-python > /opt/kolo/requirements-deps.txt \
+        gpu,train,export,rag,server --exclude llama-cpp-python > /opt/kolo/requirements-deps.txt \
  && pip install -r /opt/kolo/requirements-deps.txt
 
 # --- llama-cpp-python with CUDA, from its sdist. The sdist is kept in $KOLO_CACHE/sdist: the converter step
@@ -77,17 +78,20 @@ RUN LLAMA_REQ="$(python /opt/kolo/src/container/requirements_from_pyproject.py \
  && ls "${VIRTUAL_ENV}"/lib/python3*/site-packages/llama_cpp/lib/ | grep -q ggml-cuda \
  && pip check
 
-# --- kolo's code: the only layers a code change rebuilds. kolo-trainer goes in with --no-deps: its own
-# requirements are in the dependency layer above (tests/unit/project/test_image_files.py checks every --no-deps
-# install). bench/ and scripts/gpu_smoke.sh come along so the GPU smoke check and benchmark run inside the image:
+# --- kolo's code: the only layers a code change rebuilds. kolo-trainer and kolo-cli (host/, the `kolo` command
+# that the kolo-serve service runs) go in with --no-deps: their requirements, the server extra's too, are in the
+# dependency layer above (tests/unit/project/test_image_files.py checks every --no-deps install). bench/ and
+# scripts/gpu_smoke.sh come along so the GPU smoke check and benchmark run inside the image:
 #   docker exec kolo bash /opt/kolo/src/scripts/gpu_smoke.sh
 COPY container/ /opt/kolo/src/container/
+COPY host/ /opt/kolo/src/host/
 COPY bench/ /opt/kolo/src/bench/
 COPY scripts/gpu_smoke.sh /opt/kolo/src/scripts/gpu_smoke.sh
-RUN pip install --no-deps /opt/kolo/src/container \
+RUN pip install --no-deps /opt/kolo/src/container /opt/kolo/src/host \
  && pip check \
  && python -m kolo_trainer.export.converter install \
- && python -m kolo_trainer --help > /dev/null
+ && python -m kolo_trainer --help > /dev/null \
+ && kolo serve --help > /dev/null
 
 USER kolo
 WORKDIR /var/kolo_data
@@ -98,5 +102,6 @@ HEALTHCHECK --interval=60s --timeout=30s --start-period=30s --retries=3 \
     CMD ["sh", "-c", "test -w /var/kolo_data && python -m kolo_trainer --help > /dev/null"]
 
 # Long-running and idle: work arrives through `docker exec` (`kolo train`, `kolo shell`). `kolo up` and compose
-# run it with an init process (--init / init: true) that reaps exec'd children and forwards signals.
+# run it with an init process (--init / init: true) that reaps exec'd children and forwards signals. The compose
+# service kolo-serve replaces this command with `kolo serve` (docker-compose.yml).
 CMD ["sleep", "infinity"]

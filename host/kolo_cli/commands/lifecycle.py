@@ -20,8 +20,9 @@ import typer
 from ..errors import DockerCliMissing, DockerError
 from ..state import CONTAINER_DATA_ROOT, STATE
 
-#: Host ports the compose services publish (Ollama, the web UI). Doctor checks they are free or ours.
-COMPOSE_PORTS = {11434: "Ollama", 8080: "Open WebUI"}
+#: Host ports the compose services publish (Ollama, the web UI, the Training Manager). Doctor checks they are free
+#: or ours (published by a container, or a `kolo serve` of yours answering on the port).
+COMPOSE_PORTS = {11434: "Ollama", 8080: "Open WebUI", 8000: "Training Manager"}
 #: Below this much free space under the data root, doctor fails (a 8B model + GGUFs needs tens of GB).
 MIN_FREE_GIB = float(os.environ.get("KOLO_MIN_FREE_GIB", "20"))
 
@@ -227,6 +228,17 @@ def _port_free(port: int) -> bool:
         s.close()
 
 
+def _kolo_serve_answers(port: int) -> bool:
+    """A `kolo serve` answers its health route on this loopback port (the user's own Training Manager)."""
+    import httpx
+
+    try:
+        r = httpx.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=3)
+        return r.status_code == 200 and r.json().get("status") == "ok" and "version" in r.json()
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return False
+
+
 def compose_v2(docker: str | None = None) -> tuple[bool, str]:
     """(Docker Compose v2 is installed, what `docker compose version` said). docker-compose.yml needs v2: the old
     Python `docker-compose` (v1) rejects it."""
@@ -307,6 +319,14 @@ def run_checks(gpu: bool = True) -> list[tuple[str, bool | None, str, str]]:
     ok = free >= MIN_FREE_GIB * 2**30
     rows.append((f"free disk under {root}", ok, _gib(free),
                  "" if ok else f"free at least {MIN_FREE_GIB:g} GiB or pass --data-root on a larger disk"))
+    return rows + _port_rows(cl)
+
+
+def _port_rows(cl: Any) -> list[tuple[str, bool | None, str, str]]:
+    """Each compose port: free, or already ours (a container publishes it, or a `kolo serve` of yours answers)."""
+    from .. import docker_ctl
+
+    rows: list[tuple[str, bool | None, str, str]] = []
     for port, what in COMPOSE_PORTS.items():
         free_port = _port_free(port)
         ours = False
@@ -318,8 +338,10 @@ def run_checks(gpu: bool = True) -> list[tuple[str, bool | None, str, str]]:
                             ours |= any(str(b.get("HostPort")) == str(port) for b in bindings or [])
             except DockerError:
                 pass
-        ok = free_port or ours
-        detail = "free" if free_port else ("published by a container" if ours else "in use by another program")
+        serve = not free_port and not ours and _kolo_serve_answers(port)
+        ok = free_port or ours or serve
+        detail = "free" if free_port else ("published by a container" if ours else
+                                           "kolo serve answers" if serve else "in use by another program")
         rows.append((f"host port {port} ({what})", ok, detail,
                      "" if ok else f"stop the program listening on {port} (e.g. a local `ollama serve`)"))
     return rows

@@ -62,9 +62,10 @@ def _strings(obj):
 # ----------------------------------------------------------------------------------------------- compose
 def test_compose_services_and_profiles(compose):
     services = compose["services"]
-    assert set(services) == {"kolo", "ollama", "open-webui"}
+    assert set(services) == {"kolo", "kolo-serve", "ollama", "open-webui"}
     assert "profiles" not in services["kolo"] and "profiles" not in services["ollama"]
     assert services["open-webui"]["profiles"] == ["webui"]
+    assert services["kolo-serve"]["profiles"] == ["serve"]  # opt-in: README "Training Manager" says why
     assert services["kolo"]["build"]["dockerfile"] == "Dockerfile"
     assert (REPO / services["kolo"]["build"]["context"] / "Dockerfile").is_file()
 
@@ -87,8 +88,8 @@ def test_compose_reserves_gpus_only_in_the_gpu_override(compose):
     for name, svc in compose["services"].items():
         assert "deploy" not in svc, f"{name} reserves devices in docker-compose.yml"
     gpu = yaml.safe_load((REPO / "docker-compose.gpu.yml").read_text())
-    assert set(gpu["services"]) == {"kolo", "ollama"}
-    for name in ("kolo", "ollama"):
+    assert set(gpu["services"]) == {"kolo", "kolo-serve", "ollama"}  # the Training Manager's jobs train on them
+    for name in ("kolo", "kolo-serve", "ollama"):
         assert gpu["services"][name] == {"deploy": {"resources": {"reservations": {"devices": [GPU_DEVICE]}}}}
     assert "docker-compose.gpu.yml" in (REPO / "docker-compose.yml").read_text()  # the header says how to use it
 
@@ -105,6 +106,32 @@ def test_compose_data_root_is_a_host_bind_mount(compose):
     ollama = [v for v in compose["services"]["ollama"]["volumes"] if v["target"] == "/var/kolo_data"]
     assert len(ollama) == 1 and ollama[0]["source"] == DATA_SOURCE and ollama[0]["read_only"] is True
     assert ollama[0]["bind"] == {"create_host_path": False}
+
+
+def test_compose_serve_service_runs_kolo_serve_in_the_kolo_image(compose):
+    """kolo-serve: the kolo image, the same data root and caches, `kolo serve --runtime local` bound to 0.0.0.0 in
+    the container (a published port arrives on its own interface), published on the host's loopback only, after a
+    first step that creates the API key (the non-loopback bind is refused without one). The options it uses are
+    the verb's own: a renamed option fails here, not at a user's first `docker compose up`."""
+    import inspect
+    import shlex
+
+    from kolo_cli.commands import serve
+
+    kolo, svc = compose["services"]["kolo"], compose["services"]["kolo-serve"]
+    assert svc["image"] == kolo["image"] and svc["pull_policy"] == "never"  # kolo:latest is built, never pulled
+    assert svc["container_name"] == "${KOLO_CONTAINER:-kolo}-serve"
+    assert svc["volumes"] == kolo["volumes"] and svc["init"] is True
+    env = svc["environment"]
+    assert "KOLO_RUNTIME=local" in env and "KOLO_DATA=/var/kolo_data" in env and "HF_TOKEN" in env
+    assert svc["ports"] == ["127.0.0.1:8000:8000"]
+    shell, flag, script = svc["command"]
+    assert (shell, flag) == ("sh", "-c")
+    first, second = (shlex.split(part) for part in script.split("&&"))
+    assert first == ["kolo", "serve", "--init-key"]
+    assert second == ["exec", "kolo", "serve", "--host", "0.0.0.0", "--port", "8000"]
+    flags = {p.default.param_decls[0] for p in inspect.signature(serve.serve).parameters.values()}
+    assert {"--init-key", "--host", "--port"} <= flags
 
 
 def test_compose_hf_cache_volume_is_the_one_kolo_up_mounts(compose):
@@ -127,7 +154,7 @@ def test_compose_ports_are_loopback_only(compose):
             published.append(int(p.split(":")[1]))
         assert svc.get("network_mode") != "host", name
         assert not svc.get("privileged"), name
-    assert sorted(published) == [8080, 11434]
+    assert sorted(published) == [8000, 8080, 11434]
 
 
 def test_compose_ports_are_the_ones_doctor_checks(compose):
@@ -147,7 +174,7 @@ def test_compose_has_no_secrets(compose):
 
 def test_compose_images_are_pinned(compose):
     for name, svc in compose["services"].items():
-        if name == "kolo":
+        if name in ("kolo", "kolo-serve"):
             continue
         image = svc["image"]
         repo, _, tag = image.rpartition(":")
@@ -171,7 +198,7 @@ def test_dockerfile_versions_come_from_pyproject():
     # no Python package pinned in the Dockerfile itself: a `name==version` here would be a second source
     assert not re.search(r"[A-Za-z0-9_.-]+(==|>=|~=)\d", text), re.search(r"[A-Za-z0-9_.-]+(==|>=|~=)\d", text)
     runs = [a for i, a in dockerfile_instructions() if i == "RUN"]
-    assert any("requirements_from_pyproject.py" in r and "gpu,train,export,rag" in r and "pip install -r" in r
+    assert any("requirements_from_pyproject.py" in r and "gpu,train,export,rag,server" in r and "pip install -r" in r
                for r in runs)
     assert any("--only llama-cpp-python" in r and "-DGGML_CUDA=on" in r for r in runs)
 
@@ -227,9 +254,10 @@ def test_dockerignore_is_an_allowlist():
              if x.strip() and not x.startswith("#")]
     assert lines[0] == "*" and "!container/" in lines
     # container/ for the image, bench/ + the smoke script so the GPU checks run inside it
-    assert [x for x in lines if x.startswith("!")] == ["!container/", "!bench/", "!scripts/gpu_smoke.sh"]
+    # host/ for the kolo CLI that the kolo-serve service runs
+    assert [x for x in lines if x.startswith("!")] == ["!container/", "!host/", "!bench/", "!scripts/gpu_smoke.sh"]
     copies = [a.split()[0] for i, a in dockerfile_instructions() if i == "COPY"]
-    assert {"bench/", "scripts/gpu_smoke.sh"} <= set(copies)
+    assert {"host/", "bench/", "scripts/gpu_smoke.sh"} <= set(copies)
 
 
 # ------------------------------------------------------------------------------- the requirements reader
@@ -301,6 +329,9 @@ def _runtime_requires(target: str) -> tuple[str, list[str]]:
     if target.rstrip("/") == "/opt/kolo/src/container":
         project = tomllib.loads(PYPROJECT.read_text())["project"]
         return project["name"], list(project["dependencies"])
+    if target.rstrip("/") == "/opt/kolo/src/host":  # kolo-cli and its server extra (the kolo-serve service)
+        project = tomllib.loads((REPO / "host" / "pyproject.toml").read_text())["project"]
+        return project["name"], list(project["dependencies"]) + project["optional-dependencies"]["server"]
     m = re.fullmatch(r".*/sdist/([A-Za-z0-9_]+)-\*\.tar\.gz", target)
     assert m, f"the test does not know what `pip install --no-deps {target}` installs: teach _runtime_requires"
     name = m.group(1)
@@ -327,7 +358,9 @@ def test_every_no_deps_install_has_its_requirements_in_the_image():
 
     image = _image_requirements()
     targets = _no_deps_targets()
-    assert len(targets) == 2, targets  # llama-cpp-python (CUDA build) and kolo-trainer itself
+    # llama-cpp-python (CUDA build), kolo-trainer itself and kolo-cli (host/, for the kolo-serve service)
+    assert len(targets) == 3, targets
+    installed = {canonicalize_name(_runtime_requires(t)[0]) for t in targets}
     for target in targets:
         name, requires = _runtime_requires(target)
         assert requires, f"{name}: no requirements read"
@@ -335,6 +368,8 @@ def test_every_no_deps_install_has_its_requirements_in_the_image():
             req = Requirement(raw)
             if req.marker is not None and not req.marker.evaluate({"extra": ""}):
                 continue  # an extra's requirement, or one for another platform
+            if canonicalize_name(req.name) in installed and not req.specifier:
+                continue  # kolo-cli needs kolo-trainer: installed by the same RUN
             have = image.get(canonicalize_name(req.name))
             assert have is not None, f"{name} needs {raw}, which no list the image installs names"
             pinned = Requirement(have).specifier
@@ -399,11 +434,12 @@ def _compose_v2() -> list[str] | None:
     return None
 
 
-def _compose_config(cmd: list[str], *files: str) -> dict:
+def _compose_config(cmd: list[str], *files: str, profile: str | None = None) -> dict:
     import json
     import os
 
-    argv = cmd + [a for f in files for a in ("-f", str(REPO / f))] + ["config", "--format", "json"]
+    argv = cmd + [a for f in files for a in ("-f", str(REPO / f))] + (["--profile", profile] if profile else [])
+    argv += ["config", "--format", "json"]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KOLO_", "COMPOSE_"))}
     r = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env, cwd=REPO)
     assert r.returncode == 0, r.stderr
@@ -422,9 +458,9 @@ def test_real_compose_renders_without_gpus_and_with_the_override():
         binds = [v for v in svc["volumes"] if v["type"] == "bind"]
         # compose leaves a false create_host_path out of its output (false is its zero value)
         assert binds and all(v.get("bind", {}).get("create_host_path", False) is False for v in binds), binds
-    gpu = _compose_config(cmd, "docker-compose.yml", "docker-compose.gpu.yml")
-    for name in ("kolo", "ollama"):
+    gpu = _compose_config(cmd, "docker-compose.yml", "docker-compose.gpu.yml", profile="serve")
+    for name in ("kolo", "kolo-serve", "ollama"):
         devices = gpu["services"][name]["deploy"]["resources"]["reservations"]["devices"]
         assert [{k: d[k] for k in ("driver", "count", "capabilities")} for d in devices] == [
             {"driver": "nvidia", "count": -1, "capabilities": ["gpu"]}], devices
-        assert gpu["services"][name]["image"] == plain["services"][name]["image"]
+        assert gpu["services"][name]["image"] == plain["services"][name.replace("kolo-serve", "kolo")]["image"]
