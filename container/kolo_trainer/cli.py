@@ -18,12 +18,15 @@ VERBS: dict[str, tuple[str, str]] = {
     "train": ("kolo_trainer.train.main:run", "Fine-tune a model (LoRA, QLoRA or full)."),
     "export": ("kolo_trainer.export.main:run", "Merge, convert to GGUF, quantise, write Modelfiles, verify."),
     "chat": ("kolo_trainer.export.chat:run", "Chat with an exported GGUF through its Modelfile template."),
+    "eval": ("kolo_trainer.eval.main:run", "Measure each GGUF against the HF model (loss, KL, top-1, answers)."),
     "check": ("kolo_trainer.data:check_main", "Validate a data file and print statistics."),
     "preview": ("kolo_trainer.masking:preview_main", "Show one rendered example with the trained tokens marked."),
+    "plan": ("kolo_trainer.plan.main:run", "Estimate memory, disk and time of a training run (no model load)."),
     "make-tiny-model": ("kolo_trainer.tiny:main", "Build the tiny demo model (a toy that only proves the pipeline)."),
     "rag-build": ("kolo_trainer.rag.main:build_main", "Index documents for RAG (offline embeddings + FAISS)."),
     "rag-add": ("kolo_trainer.rag.main:add_main", "Add documents to a RAG index (old chunks are not re-embedded)."),
     "rag-query": ("kolo_trainer.rag.main:query_main", "Retrieve passages from a RAG index and answer from them."),
+    "rag-serve": ("kolo_trainer.rag.serve:main", "Keep one RAG index warm for kolo serve (JSON lines, stdin/stdout)."),
 }
 
 
