@@ -140,6 +140,13 @@ class TrainOptions(_Options):
     sample_prompt: Optional[str] = Field(None, description="Prompt for the post-training sample (default: the "
                                          "first user turn of the data).", json_schema_extra={"group": "output"})
 
+    # --- plan (kolo_trainer.plan: the estimate `kolo plan` prints and every training run checks first)
+    gpu_memory: Optional[float] = Field(None, gt=0.0, le=65536.0, description="Plan for a GPU with this many GiB "
+                                        "instead of the visible one (e.g. 24).", json_schema_extra={"group": "plan"})
+    plan_check: bool = Field(True, description="Refuse, before the model loads, a run the estimate says cannot "
+                             "fit the GPU/RAM or the disk (--no-plan-check trains anyway).",
+                             json_schema_extra={"group": "plan"})
+
     @field_validator("quantization")
     @classmethod
     def _quant(cls, v: list[str]) -> list[str]:

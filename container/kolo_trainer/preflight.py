@@ -12,7 +12,6 @@ Light: stdlib + the option models; nothing here opens a model or a dataset.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,10 +25,6 @@ from .runfolder import DataRoot, Run
 #: such a folder exists under the data root).
 LOCAL_PREFIXES = ("models/", "./", "outputs/", "models\\", ".\\")
 
-#: Size of each GGUF relative to F16 (llama.cpp's bits per weight / 16, rounded up): the free-disk estimate.
-GGUF_RATIO = {"F16": 1.0, "BF16": 1.0, "Q8_0": 0.54, "Q6_K": 0.42, "Q5_K_M": 0.37, "Q4_K_M": 0.32, "Q4_0": 0.29}
-
-
 @dataclass
 class TrainPlan:
     """What the checks resolved, for the trainer to use (paths resolved once, here)."""
@@ -38,6 +33,7 @@ class TrainPlan:
     train_path: Path | None = None
     eval_path: Path | None = None
     base_local: Path | None = None
+    estimate: Any = None  # the kolo_trainer.plan.Plan the checks judged by (recorded in kolo.json)
 
 
 def _problem(e: KoloError) -> str:
@@ -155,10 +151,47 @@ def train(root: DataRoot, opts: Any, environment: bool = False) -> TrainPlan:
     if problems:
         raise OptionsError(problems, hint="see `kolo train --help`")
     run_state(plan.run, opts)
-    need = train_disk_bytes(plan.base_local, opts)
-    if need:
-        root.require_free(need, f"training {plan.run.label}" + (" and its export" if opts.quantization else ""))
+    plan.estimate = estimate(root, opts, plan)
+    if opts.plan_check:
+        check_estimate(root, opts, plan)
     return plan
+
+
+def estimate(root: DataRoot, opts: Any, tp: TrainPlan) -> Any:
+    """The plan of this run on this machine (kolo_trainer.plan): config.json and the data only, no weights."""
+    import shutil
+
+    from . import plan
+
+    return plan.make(opts, base_local=tp.base_local, train_path=tp.train_path, machine=plan.detect(opts.gpu_memory),
+                     free_disk=shutil.disk_usage(root.path).free)
+
+
+def advice_hint(p: Any) -> str:
+    """The changes the estimate found to fit, as flags, for an error's hint."""
+    from .plan.estimate import gib
+
+    fits = [f"{a['flags']} (~{gib(a['peak_bytes'])})" for a in p.advice if a["fits"]]
+    if fits:
+        head = "each of these fits: " + "; ".join(fits)
+    elif p.advice:
+        best = p.advice[0]
+        head = f"even {best['flags']} needs ~{gib(best['peak_bytes'])}: use a bigger GPU or a smaller model"
+    else:
+        head = "use a smaller model or a machine with more memory"
+    return head + " (see `kolo plan` with the same options; --no-plan-check trains anyway)"
+
+
+def check_estimate(root: DataRoot, opts: Any, tp: TrainPlan) -> None:
+    """Refuse a run the estimate says cannot fit: memory as OptionsError (exit 2, with the changes that fit),
+    disk as the data root's free-disk error (exit 1). An unknown architecture is not judged."""
+    p = tp.estimate
+    if p is None or p.arch is None:
+        return
+    if not p.fits_memory:
+        raise OptionsError([f"this run does not fit: {x}" for x in p.problems], hint=advice_hint(p))
+    root.require_free(p.disk.need_bytes, f"training {tp.run.label}" + (" and its export" if opts.quantization
+                                                                        else ""))
 
 
 def run_state(run: Run, opts: Any) -> None:
@@ -183,26 +216,13 @@ def run_state(run: Run, opts: Any) -> None:
 
 def model_bytes(folder: Path | None) -> int:
     """Bytes of a local model's weights in 16-bit (what merged/ and the F16 GGUF take); 0 when unknown."""
-    if folder is None or not folder.is_dir():
-        return 0
-    size = sum(p.stat().st_size for p in folder.glob("*") if p.suffix in (".safetensors", ".bin") and p.is_file())
-    try:
-        cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        cfg = {}
-    dtype = str(cfg.get("torch_dtype") or cfg.get("dtype") or "float32")
-    return size // 2 if "32" in dtype else size
+    from .plan.disk import model_bytes_16
 
-
-def train_disk_bytes(base_local: Path | None, opts: Any) -> int:
-    """A low estimate of what training (and the chained export) writes; 0 when the base model's size is unknown
-    (a hub id): then only a full disk during the run can tell, and that is reported too."""
-    f16 = model_bytes(base_local)
-    if not f16:
-        return 0
-    need = 2 * f16 if opts.method == "full" else f16 // 50  # full: model/ + a checkpoint; LoRA: adapters
-    return need + export_disk_bytes(f16, ["F16", *opts.quantization]) if opts.quantization else need
+    return model_bytes_16(folder)
 
 
 def export_disk_bytes(f16: int, quantizations: list[str], merged: bool = True) -> int:
-    return (f16 if merged else 0) + int(sum(GGUF_RATIO.get(q, 1.0) for q in dict.fromkeys(quantizations)) * f16)
+    """Free disk an export needs (kolo_trainer.plan.disk owns the figures)."""
+    from .plan.disk import export_bytes
+
+    return export_bytes(f16, quantizations, merged)

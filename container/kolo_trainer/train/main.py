@@ -61,6 +61,7 @@ class Ctx:
     loaded: Any = None
     manifest_started: bool = False
     peak_gpu_before: int | None = None
+    estimate: Any = None  # kolo_trainer.plan's Plan (from preflight), recorded next to what the run measured
 
     @property
     def root(self) -> Path:
@@ -121,6 +122,7 @@ def stage_check(ctx: Ctx) -> None:
     """Every path and option combination, all problems at once, before anything is loaded or locked."""
     plan = preflight.train(ctx.root_obj, ctx.opts, environment=True)
     ctx.train_path, ctx.eval_path, ctx.base_local = plan.train_path, plan.eval_path, plan.base_local
+    ctx.estimate = plan.estimate
 
 
 def stage_device(ctx: Ctx) -> None:
@@ -580,8 +582,11 @@ def _run(ctx: Ctx) -> int:
             sample_section = stage_sample(ctx)
         artifacts.append("train_log.jsonl")
         ctx.timings["total_s"] = round(time.perf_counter() - ctx.t0, 3)
+        from ..plan.record import section as plan_section
+
         manifest.update(ctx.run_dir, status="finished", train=train_section, memory=memory, timings=ctx.timings,
-                        sample=sample_section)
+                        sample=sample_section, plan=plan_section(ctx.estimate, {**memory, "peak_rss_bytes":
+                                                                               _peak_rss()}, ctx.run_dir))
         manifest.add_artifacts(ctx.run_dir, artifacts)
         progress.emit("result", stage="train", output_dir=f"outputs/{ctx.opts.output_dir}",
                       global_step=train_section["global_step"], final_loss=loss, final_eval_loss=eval_loss)

@@ -1,0 +1,275 @@
+"""The plan of one training run: what the options resolve to on this machine, the memory/disk/time figures, the
+verdict, and the changes that make a run fit (each found by estimating again with the change, never guessed).
+
+Light: stdlib + the option model; config.json and the data file are read, no weights, no tokenizer, no network.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import arch as arch_mod
+from . import disk as disk_mod
+from . import memory as mem
+from .machine import GIB, Machine
+
+#: Tokens per character when the tokenizer is not loaded (the plan never loads one): the common rule of thumb
+#: of ~4 characters per token for English BPE vocabularies; said in the output whenever it is used.
+CHARS_PER_TOKEN = 4
+#: Characters of template markup per message (role headers, turn delimiters), same rough rule.
+MARKUP_CHARS = 16
+#: Model FLOP utilisation assumed for the time estimate (6N FLOPs/token for full training, 4N for LoRA whose
+#: frozen weights need no weight gradients, +2N with checkpointing's recompute: Kaplan et al. 2020 / the
+#: Chinchilla accounting). A rough figure: the output says "rough".
+MFU = 0.35
+#: Dense bf16 peak TFLOPS of common GPUs (vendor data sheets); unknown GPUs get no time estimate on GPU.
+GPU_TFLOPS = {"H200": 989, "H100": 989, "A100": 312, "L40S": 362, "L40": 181, "A6000": 155, "A10": 125,
+              "L4": 121, "4090": 165, "3090": 71, "4080": 97, "3080": 60, "T4": 65, "V100": 125}
+#: Effective fp32 training throughput of one CPU core (measured order of magnitude here: ~5 GFLOPS/core for a
+#: full fine-tune of an 85M model on this 2-core machine, bench/RESULTS.md).
+CPU_FLOPS_PER_CORE = 5e9
+
+
+@dataclass
+class DataInfo:
+    rows: int = 0
+    tokens: int = 0
+    longest: int = 0
+    source: str = ""  # how tokens were counted
+
+
+@dataclass
+class Plan:
+    model: str
+    config: str
+    arch: arch_mod.Arch | None
+    setup: mem.Setup | None = None
+    machine: Machine | None = None
+    data: DataInfo = field(default_factory=DataInfo)
+    memory: mem.Memory | None = None
+    host_ram: int = 0
+    disk: disk_mod.Disk | None = None
+    free_disk: int | None = None
+    side_bytes: int = 0  # tokenizer/config files copied into every save
+    total_steps: int = 0
+    seconds_per_epoch: float | None = None
+    problems: list[str] = field(default_factory=list)  # why it does not fit (memory), one per line
+    disk_problem: str | None = None
+    advice: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def fits_memory(self) -> bool:
+        return not self.problems
+
+    @property
+    def fits(self) -> bool:
+        return not self.problems and self.disk_problem is None
+
+
+def data_info(path: Path | None, display: str, fmt: str, max_len: int) -> DataInfo:
+    """Rows and an approximate token count (characters / 4) from kolo's own (stdlib) data loader's statistics,
+    without keeping the rows."""
+    if path is None or not path.is_file():
+        return DataInfo(source="no data file: sequences taken as --max-seq-length long")
+    from .. import data
+
+    st = data.load(str(path), fmt, display_name=display, keep_rows=False).stats or {}
+    rows = int(st.get("rows") or 0)
+    if not rows:
+        return DataInfo(source="no valid rows: sequences taken as --max-seq-length long")
+    chars, turns = st.get("chars") or {}, st.get("turns_per_row") or {}
+    msgs_mean = float(turns.get("mean") or 0) + (1 if st.get("rows_with_system") else 0)
+    msgs_max = int(turns.get("max") or 0) + (1 if st.get("rows_with_system") else 0)
+    tokens = (float(chars.get("mean") or 0) + MARKUP_CHARS * msgs_mean) * rows / CHARS_PER_TOKEN
+    longest = math.ceil((int(chars.get("max") or 0) + MARKUP_CHARS * msgs_max) / CHARS_PER_TOKEN)
+    return DataInfo(rows=rows, tokens=int(min(tokens, rows * max_len)), longest=min(longest, max_len),
+                    source=f"characters / {CHARS_PER_TOKEN} (the plan loads no tokenizer)")
+
+
+def setup(a: arch_mod.Arch, opts: Any, m: Machine, seq_len: int) -> mem.Setup:
+    """The dtype / checkpointing / targets the trainer will choose (train/backends.py: precision, load_hf)."""
+    if m.kind == "cpu":
+        wb, cb = 4, 2 if opts.bf16 else 4
+    else:
+        bf16 = m.bf16_ok if opts.bf16 is None else bool(opts.bf16)
+        wb = 2 if bf16 or opts.method != "full" else 4
+        cb = 2
+    gc = (m.kind == "cuda") if opts.gradient_checkpointing is None else bool(opts.gradient_checkpointing)
+    shapes = a.linear_shapes()
+    targets = tuple(shapes) if "all-linear" in opts.target_modules or not opts.target_modules \
+        else tuple(t for t in opts.target_modules if t in shapes)
+    return mem.Setup(method=opts.method, device=m.kind, weight_bytes=wb, compute_bytes=cb, gradient_checkpointing=gc,
+                     batch_size=opts.batch_size, seq_len=seq_len, lora_rank=opts.lora_rank, targets=targets,
+                     modules_to_save=tuple(opts.modules_to_save))
+
+
+def seconds_per_epoch(a: arch_mod.Arch, s: mem.Setup, m: Machine, tokens: int) -> float | None:
+    n = a.total_params()
+    flops_per_token = (6 if s.method == "full" else 4) * n + (2 * n if s.gradient_checkpointing else 0)
+    if m.kind == "cpu":
+        rate = m.cpus * CPU_FLOPS_PER_CORE
+    else:
+        peak = next((t for k, t in GPU_TFLOPS.items() if m.gpu_name and k in m.gpu_name.upper()), None)
+        if peak is None:
+            return None
+        rate = peak * 1e12 * MFU
+    return tokens * flops_per_token / rate if tokens else None
+
+
+def gib(n: int | float | None) -> str:
+    return "?" if n is None else f"{n / GIB:.2f} GiB"
+
+
+def _steps(opts: Any, rows: int) -> int | None:
+    """Optimizer steps as Trainer counts them (the one rule: train.trainer.steps_plan), None when unknown."""
+    from ..train.trainer import steps_plan
+
+    if rows <= 0:
+        return opts.max_steps if opts.max_steps > 0 else None
+    return steps_plan(max(1, int(rows * (1 - opts.eval_split))), opts)[1]
+
+
+def evaluate(p: Plan, opts: Any) -> Plan:
+    """Fill the figures and the verdict of ``p`` (whose arch, machine and data are known) for ``opts``."""
+    a, m = p.arch, p.machine
+    seq = p.data.longest or opts.max_seq_length
+    p.setup = s = setup(a, opts, m, min(seq, opts.max_seq_length))
+    p.memory = mem.estimate(a, s)
+    p.host_ram = mem.host_ram(a, s, p.memory)
+    steps = _steps(opts, p.data.rows)
+    p.total_steps = steps or 0
+    p.disk = disk_mod.estimate(a, s, total_steps=steps if steps is not None else opts.save_steps *
+                               opts.save_total_limit, save_steps=opts.save_steps,
+                               save_total_limit=opts.save_total_limit, quantizations=list(opts.quantization),
+                               side=p.side_bytes)
+    p.seconds_per_epoch = seconds_per_epoch(a, s, m, p.data.tokens)
+    p.problems, p.disk_problem = _judge(p), None
+    if p.free_disk is not None and p.disk.need_bytes > p.free_disk:
+        p.disk_problem = (f"the run needs ~{gib(p.disk.need_bytes)} of disk (checkpoints, saved model"
+                          f"{', export' if opts.quantization else ''}) and {gib(p.free_disk)} is free")
+    return p
+
+
+def _judge(p: Plan) -> list[str]:
+    m, peak = p.machine, p.memory.peak
+    out = []
+    if m.kind == "cuda":
+        if m.gpu_bytes is not None and not mem.gpu_fits(peak, m.gpu_bytes):
+            out.append(f"peak GPU memory ~{gib(peak)} (+{int(mem.ALLOCATOR_SLACK * 100)} % allocator slack and "
+                       f"{gib(mem.CUDA_CONTEXT)} CUDA context) does not fit the GPU's {gib(m.gpu_bytes)} "
+                       f"({m.gpu_name or 'GPU'}, {m.source})")
+        if p.host_ram > m.ram_bytes:
+            out.append(f"host RAM ~{gib(p.host_ram)} needed, {gib(m.ram_bytes)} available")
+    elif peak > m.ram_bytes:
+        out.append(f"peak RAM ~{gib(peak)} (CPU training) does not fit the {gib(m.ram_bytes)} available")
+    return out
+
+
+def _flags(changes: dict[str, Any]) -> str:
+    from ..spec import flag_name
+
+    out = []
+    for k, v in changes.items():
+        if isinstance(v, bool):
+            out.append(flag_name(k) if v else "--no-" + flag_name(k)[2:])
+        else:
+            out.append(f"{flag_name(k)} {v}")
+    return " ".join(out)
+
+
+def _candidates(p: Plan, opts: Any) -> list[tuple[str, dict[str, Any]]]:
+    """Single changes that lower the peak, in the order a user would rather make them."""
+    s, out = p.setup, []
+    if not s.gradient_checkpointing:
+        out.append(("gradient checkpointing", {"gradient_checkpointing": True}))
+    b = opts.batch_size // 2
+    while b >= 1:  # same effective batch through accumulation: the training itself stays the same
+        out.append(("smaller batch", {"batch_size": b, "gradient_accumulation_steps":
+                                      opts.gradient_accumulation_steps * math.ceil(opts.batch_size / b)}))
+        b //= 2
+    n = s.seq_len // 2
+    while n >= 128:
+        out.append(("shorter sequences", {"max_seq_length": n}))
+        n //= 2
+    if opts.method == "full":
+        out.append(("LoRA", {"method": "lora"}))
+    if p.machine.kind == "cuda" and opts.method != "qlora":
+        out.append(("QLoRA", {"method": "qlora"}))
+    return out
+
+
+def advise(p: Plan, opts: Any) -> list[dict]:
+    """For each kind of change, the mildest that fits (estimated again with the change); when none fits alone,
+    the combination of all of them, fitting or not."""
+    found: dict[str, dict] = {}
+    for kind, changes in _candidates(p, opts):
+        if kind in found:
+            continue
+        q = evaluate(_again(p), opts.model_copy(update=changes))
+        if q.fits_memory:
+            found[kind] = {"change": kind, "flags": _flags(changes), "peak_bytes": q.memory.peak, "fits": True}
+    if found:
+        return list(found.values())
+    combo: dict[str, Any] = {"gradient_checkpointing": True, "batch_size": 1,
+                             "gradient_accumulation_steps": opts.gradient_accumulation_steps * opts.batch_size}
+    if opts.method == "full" or p.machine.kind == "cuda":
+        combo["method"] = "qlora" if p.machine.kind == "cuda" else "lora"
+    q = evaluate(_again(p), opts.model_copy(update=combo))
+    return [{"change": "all together", "flags": _flags(combo), "peak_bytes": q.memory.peak, "fits": q.fits_memory}]
+
+
+def _again(p: Plan) -> Plan:
+    return Plan(model=p.model, config=p.config, arch=p.arch, machine=p.machine, data=p.data, free_disk=None,
+                side_bytes=p.side_bytes)
+
+
+def make(opts: Any, *, base_local: Path | None, train_path: Path | None, machine: Machine,
+         free_disk: int | None) -> Plan:
+    """The plan of ``opts`` on ``machine``; an unknown architecture gives a plan with a note and no verdict."""
+    a, src = arch_mod.load(base_local, opts.base_model)
+    p = Plan(model=opts.base_model, config=src, arch=a, machine=machine, free_disk=free_disk,
+             side_bytes=disk_mod.side_files(base_local))
+    if a is None:
+        p.notes.append(f"no estimate: {src}")
+        return p
+    p.data = data_info(train_path, opts.train_data, opts.data_format, opts.max_seq_length)
+    evaluate(p, opts)
+    if not p.fits_memory:
+        p.advice = advise(p, opts)
+    if opts.method == "qlora" and machine.kind == "cpu":
+        p.notes.append("--method qlora needs a CUDA GPU; the trainer will refuse it here")
+    if machine.kind == "cuda" and opts.backend != "hf":
+        p.notes.append("figures are for the hf backend; unsloth (chosen by --backend auto on CUDA) usually needs "
+                       "less, so they are an upper bound there")
+    return p
+
+
+def to_dict(p: Plan) -> dict[str, Any]:
+    """The machine-readable plan (``kolo plan --json``, the manifest's ``plan.estimate``)."""
+    from dataclasses import asdict
+
+    out: dict[str, Any] = {"model": p.model, "config": p.config, "fits": p.fits if p.arch else None,
+                           "problems": p.problems + ([p.disk_problem] if p.disk_problem else []),
+                           "advice": p.advice, "notes": p.notes}
+    if p.arch is None:
+        return out
+    s, d = p.setup, p.disk
+    out["arch"] = asdict(p.arch)
+    out["params"] = {"total": p.arch.total_params(), "trainable": mem.trainable_params(p.arch, s)}
+    out["setup"] = {**asdict(s), "targets": list(s.targets), "modules_to_save": list(s.modules_to_save)}
+    out["machine"] = asdict(p.machine)
+    out["memory"] = {"device": s.device, "parts": dict(p.memory.parts), "peak_bytes": p.memory.peak,
+                     "host_ram_bytes": p.host_ram, "budget_bytes": p.machine.gpu_bytes if s.device == "cuda"
+                     else p.machine.ram_bytes, "fits": p.fits_memory}
+    out["disk"] = {"checkpoint_bytes": d.checkpoint_each, "checkpoints": d.checkpoints,
+                   "checkpoints_kept": d.checkpoints_kept, "final_bytes": d.final, "merged_bytes": d.merged,
+                   "gguf_bytes": d.gguf, "requested": d.requested, "train_bytes": d.train_bytes,
+                   "export_bytes": d.export_bytes, "written_bytes": d.written_bytes, "need_bytes": d.need_bytes,
+                   "free_bytes": p.free_disk, "fits": p.disk_problem is None}
+    out["time"] = {"rows": p.data.rows, "tokens_per_epoch": p.data.tokens, "token_count": p.data.source,
+                   "total_steps": p.total_steps, "seconds_per_epoch": p.seconds_per_epoch, "rough": True}
+    return out
