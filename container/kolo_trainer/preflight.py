@@ -25,6 +25,16 @@ from .runfolder import DataRoot, Run
 #: such a folder exists under the data root).
 LOCAL_PREFIXES = ("models/", "./", "outputs/", "models\\", ".\\")
 
+class DoesNotFit(OptionsError):
+    """The estimate says the run cannot fit the GPU / RAM: options must change (exit 2, like any bad option),
+    with the changes that fit in the hint."""
+
+    def __init__(self, problems: list[str], hint: str | None = None):
+        KoloError.__init__(self, "this run does not fit this machine:\n" + "\n".join(f"  - {p}" for p in problems),
+                           hint)
+        self.problems = list(problems)
+
+
 @dataclass
 class TrainPlan:
     """What the checks resolved, for the trainer to use (paths resolved once, here)."""
@@ -171,12 +181,12 @@ def advice_hint(p: Any) -> str:
     """The changes the estimate found to fit, as flags, for an error's hint."""
     from .plan.estimate import gib
 
-    fits = [f"{a['flags']} (~{gib(a['peak_bytes'])})" for a in p.advice if a["fits"]]
+    fits = [f"{a['flags']} (~{gib(a['need_bytes'])})" for a in p.advice if a["fits"]]
     if fits:
         head = "each of these fits: " + "; ".join(fits)
     elif p.advice:
         best = p.advice[0]
-        head = f"even {best['flags']} needs ~{gib(best['peak_bytes'])}: use a bigger GPU or a smaller model"
+        head = f"even {best['flags']} needs ~{gib(best['need_bytes'])}: use a bigger GPU or a smaller model"
     else:
         head = "use a smaller model or a machine with more memory"
     return head + " (see `kolo plan` with the same options; --no-plan-check trains anyway)"
@@ -189,7 +199,7 @@ def check_estimate(root: DataRoot, opts: Any, tp: TrainPlan) -> None:
     if p is None or p.arch is None:
         return
     if not p.fits_memory:
-        raise OptionsError([f"this run does not fit: {x}" for x in p.problems], hint=advice_hint(p))
+        raise DoesNotFit(p.problems, hint=advice_hint(p))
     root.require_free(p.disk.need_bytes, f"training {tp.run.label}" + (" and its export" if opts.quantization
                                                                         else ""))
 

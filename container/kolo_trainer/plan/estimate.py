@@ -154,18 +154,23 @@ def evaluate(p: Plan, opts: Any) -> Plan:
     return p
 
 
+def need(p: Plan) -> int:
+    """What is compared with the device's memory: the GPU peak plus what torch does not count, or the RSS."""
+    return mem.gpu_need(p.memory.peak) if p.setup.device == "cuda" else p.memory.peak
+
+
 def _judge(p: Plan) -> list[str]:
-    m, peak = p.machine, p.memory.peak
+    m = p.machine
     out = []
     if m.kind == "cuda":
-        if m.gpu_bytes is not None and not mem.gpu_fits(peak, m.gpu_bytes):
-            out.append(f"peak GPU memory ~{gib(peak)} (+{int(mem.ALLOCATOR_SLACK * 100)} % allocator slack and "
-                       f"{gib(mem.CUDA_CONTEXT)} CUDA context) does not fit the GPU's {gib(m.gpu_bytes)} "
-                       f"({m.gpu_name or 'GPU'}, {m.source})")
+        if m.gpu_bytes is not None and need(p) > m.gpu_bytes:
+            out.append(f"it needs ~{gib(need(p))} of GPU memory (peak {gib(p.memory.peak)} + "
+                       f"{int(mem.ALLOCATOR_SLACK * 100)} % allocator slack + {gib(mem.CUDA_CONTEXT)} CUDA context) "
+                       f"and the GPU has {gib(m.gpu_bytes)} ({m.gpu_name or 'GPU'}, {m.source})")
         if p.host_ram > m.ram_bytes:
-            out.append(f"host RAM ~{gib(p.host_ram)} needed, {gib(m.ram_bytes)} available")
-    elif peak > m.ram_bytes:
-        out.append(f"peak RAM ~{gib(peak)} (CPU training) does not fit the {gib(m.ram_bytes)} available")
+            out.append(f"it needs ~{gib(p.host_ram)} of host RAM and {gib(m.ram_bytes)} is available")
+    elif p.memory.peak > m.ram_bytes:
+        out.append(f"it needs ~{gib(p.memory.peak)} of RAM (CPU training) and {gib(m.ram_bytes)} is available")
     return out
 
 
@@ -211,15 +216,17 @@ def advise(p: Plan, opts: Any) -> list[dict]:
             continue
         q = evaluate(_again(p), opts.model_copy(update=changes))
         if q.fits_memory:
-            found[kind] = {"change": kind, "flags": _flags(changes), "peak_bytes": q.memory.peak, "fits": True}
+            found[kind] = {"change": kind, "flags": _flags(changes), "need_bytes": need(q), "fits": True}
     if found:
         return list(found.values())
     combo: dict[str, Any] = {"gradient_checkpointing": True, "batch_size": 1,
                              "gradient_accumulation_steps": opts.gradient_accumulation_steps * opts.batch_size}
     if opts.method == "full" or p.machine.kind == "cuda":
         combo["method"] = "qlora" if p.machine.kind == "cuda" else "lora"
+    if p.setup.gradient_checkpointing:
+        del combo["gradient_checkpointing"]  # already on: not a change
     q = evaluate(_again(p), opts.model_copy(update=combo))
-    return [{"change": "all together", "flags": _flags(combo), "peak_bytes": q.memory.peak, "fits": q.fits_memory}]
+    return [{"change": "all together", "flags": _flags(combo), "need_bytes": need(q), "fits": q.fits_memory}]
 
 
 def _again(p: Plan) -> Plan:
@@ -263,6 +270,7 @@ def to_dict(p: Plan) -> dict[str, Any]:
     out["setup"] = {**asdict(s), "targets": list(s.targets), "modules_to_save": list(s.modules_to_save)}
     out["machine"] = asdict(p.machine)
     out["memory"] = {"device": s.device, "parts": dict(p.memory.parts), "peak_bytes": p.memory.peak,
+                     "need_bytes": need(p),
                      "host_ram_bytes": p.host_ram, "budget_bytes": p.machine.gpu_bytes if s.device == "cuda"
                      else p.machine.ram_bytes, "fits": p.fits_memory}
     out["disk"] = {"checkpoint_bytes": d.checkpoint_each, "checkpoints": d.checkpoints,

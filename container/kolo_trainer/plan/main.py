@@ -58,7 +58,7 @@ def summary(p: Plan) -> list[str]:
              f"({', '.join(f'{k} {gib(v)}' for k, v in mem['parts'].items())})",
              f"disk: {gib(d['disk']['need_bytes'])} needed, {gib(d['disk']['free_bytes'])} free"]
     lines += [f"does not fit: {x}" for x in d["problems"]]
-    lines += [f"fits with: {a['flags']} (~{gib(a['peak_bytes'])})" for a in p.advice if a["fits"]]
+    lines += [f"fits with: {a['flags']} (~{gib(a['need_bytes'])})" for a in p.advice if a["fits"]]
     lines += [f"note: {n}" for n in p.notes]
     lines.append("verdict: fits" if p.fits else "verdict: does not fit")
     return lines

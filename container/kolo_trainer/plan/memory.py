@@ -126,5 +126,6 @@ def host_ram(arch: Arch, s: Setup, device_peak: Memory) -> int:
     return RUNTIME_RSS_CUDA + arch.total_params() * s.weight_bytes
 
 
-def gpu_fits(peak: int, gpu_bytes: int) -> bool:
-    return peak * (1 + ALLOCATOR_SLACK) + CUDA_CONTEXT <= gpu_bytes
+def gpu_need(peak: int) -> int:
+    """GPU memory a run with this allocated peak needs in all."""
+    return int(peak * (1 + ALLOCATOR_SLACK)) + CUDA_CONTEXT
