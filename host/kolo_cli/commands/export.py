@@ -68,7 +68,8 @@ def _check_run(run: str, problems: list[str], check: Callable[[Any], Any], verb:
         raise OptionsError(problems, hint=f"see `kolo {verb} --help`")
 
 
-def _run_trainer(verb: str, model: type, explicit: dict[str, Any], dry_run: bool, interactive: bool) -> None:
+def _run_trainer(verb: str, model: type, explicit: dict[str, Any], dry_run: bool, interactive: bool,
+                 renderer: Any = None) -> None:
     from ..transport import make_transport, trainer_argv
 
     transport = make_transport(STATE.runtime, STATE.container, STATE.root(), debug=STATE.debug)
@@ -82,7 +83,7 @@ def _run_trainer(verb: str, model: type, explicit: dict[str, Any], dry_run: bool
     else:
         from ..render import make_renderer
 
-        rc = transport.run(argv, make_renderer())
+        rc = transport.run(argv, renderer if renderer is not None else make_renderer())
     if rc != 0:
         raise typer.Exit(rc)
 
