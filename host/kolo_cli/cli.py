@@ -22,7 +22,7 @@ from .optionflags import LazyTyperGroup, click_command
 from .state import STATE
 
 #: commands modules, in the order their verbs appear in `kolo --help`.
-COMMAND_MODULES = ["lifecycle", "data", "train", "plan", "export", "eval", "ollama", "serve", "rag"]
+COMMAND_MODULES = ["lifecycle", "data", "train", "plan", "export", "pull", "ollama", "serve", "rag"]
 
 app = typer.Typer(
     name="kolo",
@@ -45,6 +45,15 @@ def _root(
     container: str = typer.Option(None, "--container", envvar="KOLO_CONTAINER",
                                   help="Container name (default kolo)."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+    docker_host: Optional[str] = typer.Option(None, "--docker-host", metavar="URL",
+                                              help="Docker engine for every container verb (ssh://user@gpu-box, "
+                                              "tcp://host:2376, unix:///path); default DOCKER_HOST, else the "
+                                              "current docker context."),
+    docker_context: Optional[str] = typer.Option(None, "--context", metavar="NAME",
+                                                 help="A docker context (`docker context ls`) naming the engine."),
+    remote: Optional[bool] = typer.Option(None, "--remote/--no-remote", envvar="KOLO_REMOTE",
+                                          help="The engine is another machine: its data root is a Docker volume "
+                                          "there (default: yes for ssh:// and tcp://)."),
 ) -> None:
     if runtime is not None:
         if runtime not in ("docker", "local"):
@@ -60,6 +69,10 @@ def _root(
     if container is not None:
         STATE.container = container
     STATE.debug = debug
+    if docker_host is not None or docker_context is not None or remote is not None:
+        from .docker_ctl import select_engine
+
+        select_engine(docker_host, docker_context, remote)
 
 
 for _name in COMMAND_MODULES:

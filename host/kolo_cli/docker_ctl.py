@@ -4,15 +4,26 @@ The SDK is imported inside :func:`client`, never at module import, so `kolo --he
 Every engine failure is translated into a :mod:`kolo_cli.errors` class with a hint naming the fix; callers never
 see a requests/urllib3 traceback. Containers are found by EXACT name (the engine's name filter is a regex that
 also matches substrings: ``kolo`` would match ``kolo_old``).
+
+Which engine: ``kolo --docker-host URL`` / ``--context NAME`` (:func:`select_engine`) become DOCKER_HOST /
+DOCKER_CONTEXT in kolo's own environment, so the SDK here and every docker CLI / compose process kolo starts
+(``docker exec``, ``build``, ``shell``) talk to the same engine by the docker CLI's own rules. An engine on another
+machine (:func:`is_remote`) keeps the data root in a Docker volume there; ``kolo_cli.remote_data`` moves files
+in and out of it through the API.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import statistics
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
+
+from kolo_trainer.errors import NameError_, OptionsError
 
 from .errors import ContainerMissing, ContainerStopped, DataRootMismatch, DockerError, DockerUnavailable, ImageMissing
 from .state import CONTAINER_DATA_ROOT
@@ -22,6 +33,99 @@ LABEL_DATA_ROOT = "org.kolo.data-root"
 LABEL_MANAGED = "org.kolo.managed"
 #: Named volume for the Hugging Face cache (compose project "kolo" + volume "hf_cache").
 HF_CACHE_VOLUME = "kolo_hf_cache"
+#: Named volume holding the data root on a remote engine (`docker volume create` on that box can place it on a
+#: disk of your choice before `kolo up`).
+REMOTE_VOLUME = "kolo_data"
+#: Engine URL schemes kolo knows; of them, these reach another machine, whose files kolo cannot see.
+ENGINE_SCHEMES = ("unix", "npipe", "ssh", "tcp", "http", "https")
+REMOTE_SCHEMES = ("ssh", "tcp", "http", "https")
+
+
+# ---------------------------------------------------------------------------------------------- which engine
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    url: str | None  # None: the docker default (this machine's socket)
+    tls: Any = None
+    via: str = "default"  # how it was chosen, for messages: --docker-host, DOCKER_HOST, context 'x', default
+
+
+_chosen = {"via": None, "remote": None}
+
+
+def select_engine(docker_host: str | None = None, context: str | None = None, remote: bool | None = None) -> None:
+    """Make the root options THE engine: they go into this process's environment (DOCKER_HOST, or DOCKER_CONTEXT
+    with DOCKER_HOST removed, since the docker CLI lets DOCKER_HOST win), which the SDK here and every docker CLI
+    and compose process kolo starts read the same way."""
+    if docker_host is not None and context is not None:
+        raise OptionsError(["--docker-host and --context each name an engine; give one"])
+    if docker_host is not None:
+        scheme = docker_host.split("://", 1)[0] if "://" in docker_host else ""
+        if scheme not in ENGINE_SCHEMES or not docker_host.split("://", 1)[1].strip("/"):
+            raise OptionsError([f"--docker-host {docker_host!r} is not a Docker engine URL"],
+                               hint="e.g. ssh://user@gpu-box, unix:///var/run/docker.sock or tcp://gpu-box:2376")
+        os.environ["DOCKER_HOST"] = docker_host
+        os.environ.pop("DOCKER_CONTEXT", None)
+        _chosen["via"] = "--docker-host"
+    elif context is not None:
+        if not context.strip():
+            raise OptionsError(["--context is empty"], hint="name a context from `docker context ls`")
+        os.environ.pop("DOCKER_HOST", None)
+        os.environ["DOCKER_CONTEXT"] = context
+        _chosen["via"] = f"--context {context}"
+    if remote is not None:
+        _chosen["remote"] = remote
+
+
+def endpoint() -> Endpoint:
+    """The engine kolo talks to, by the docker CLI's precedence: DOCKER_HOST, then DOCKER_CONTEXT, then the
+    current context (`docker context use`), then this machine's socket."""
+    host = os.environ.get("DOCKER_HOST")
+    if host:
+        from docker.utils import kwargs_from_env
+
+        with translated():
+            tls = kwargs_from_env().get("tls")
+        return Endpoint(host, tls, _chosen["via"] or "DOCKER_HOST")
+    from docker.context import ContextAPI
+    from docker.context.config import get_current_context_name
+
+    name = os.environ.get("DOCKER_CONTEXT") or get_current_context_name()
+    if name == "default":
+        return Endpoint(None, None, "default")
+    with translated():
+        ctx = ContextAPI.get_context(name)
+    if ctx is None:
+        raise NameError_(f"docker context {name!r} does not exist",
+                         hint="see `docker context ls`; create one with `docker context create NAME --docker "
+                              "host=ssh://user@gpu-box`")
+    return Endpoint(ctx.Host, ctx.TLSConfig, _chosen["via"] or f"context {name!r}")
+
+
+def is_remote() -> bool:
+    """Whether the engine's files are out of kolo's sight, so the data root lives in a volume there.
+
+    ``--remote`` / ``--no-remote`` (KOLO_REMOTE) decide when given. Otherwise the URL does: ssh/tcp/http(s) reach
+    another machine; a unix socket or named pipe is this machine's engine (a rootless or Desktop daemon shares the
+    host's folders). A second local daemon that must not share them (the tests' stand-in for a GPU box) says
+    ``--remote``."""
+    if _chosen["remote"] is not None:
+        return bool(_chosen["remote"])
+    url = endpoint().url
+    return url is not None and url.split("://", 1)[0] in REMOTE_SCHEMES
+
+
+def _ssh_kwargs(url: str | None) -> dict[str, Any]:
+    """ssh:// goes through the OpenSSH client (``use_ssh_client``), not paramiko: the docker CLI that runs
+    ``docker exec`` for kolo does the same, so both honour ~/.ssh/config, the agent and known_hosts alike, and one
+    missing piece (``ssh``) has one message."""
+    if not (url or "").startswith("ssh://"):
+        return {}
+    if shutil.which("ssh") is None:
+        raise DockerUnavailable("ssh:// engines need the OpenSSH client (`ssh`), which is not on PATH; install "
+                                "openssh-client, or reach the engine through a tcp:// context with TLS")
+    return {"use_ssh_client": True}
 
 
 @contextlib.contextmanager
@@ -54,13 +158,28 @@ def _short(e: BaseException) -> str:
 
 
 def client(timeout: int = 30) -> Any:
-    """A connected ``docker.DockerClient`` (honours DOCKER_HOST etc.); :class:`DockerUnavailable` if none."""
+    """A connected ``docker.DockerClient`` for :func:`endpoint`; :class:`DockerUnavailable` if none answers."""
     import docker
 
+    ep = endpoint()
+    kwargs: dict[str, Any] = {"base_url": ep.url, **_ssh_kwargs(ep.url)}
+    if ep.tls:
+        kwargs["tls"] = ep.tls
     with translated():
-        c = docker.from_env(timeout=timeout)
+        c = docker.DockerClient(timeout=timeout, **kwargs)
         c.ping()
     return c
+
+
+def round_trip_ms(cl: Any, n: int = 5) -> float:
+    """The median time of ``n`` pings (an ssh engine adds its link's latency to every API call and exec)."""
+    times = []
+    with translated():
+        for _ in range(n):
+            t0 = time.perf_counter()
+            cl.ping()
+            times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times)
 
 
 def find(cl: Any, name: str) -> Any | None:
@@ -88,16 +207,38 @@ def require_running(name: str, cl: Any = None) -> Any:
     return c
 
 
-def mounted_data_root(container: Any) -> str | None:
-    """The host folder mounted at /var/kolo_data in ``container``."""
+def _data_root_mount(container: Any) -> dict:
     for m in container.attrs.get("Mounts") or []:
         if m.get("Destination") == CONTAINER_DATA_ROOT:
-            return m.get("Source")
-    return None
+            return m
+    return {}
+
+
+def mounted_data_root(container: Any) -> str | None:
+    """The host folder mounted at /var/kolo_data in ``container``."""
+    return _data_root_mount(container).get("Source")
+
+
+def data_root_volume(container: Any) -> str | None:
+    """The volume holding the container's data root when it is one (a container made for a remote engine)."""
+    m = _data_root_mount(container)
+    return m.get("Name") if m.get("Type") == "volume" else None
 
 
 def check_data_root(container: Any, host_root: str | os.PathLike) -> None:
-    """Refuse to run when the container mounts a different folder than the host-side checks looked at."""
+    """Refuse to run when the container mounts a different folder than the host-side checks looked at.
+
+    With a remote engine there is nothing here to compare: its data root is wherever its container has it. A
+    container whose data root is a volume, used as if it were local, is refused: the host checks would look at
+    the wrong files."""
+    if is_remote():
+        return
+    volume = data_root_volume(container)
+    if volume is not None:
+        raise DockerError(f"container {container.name!r} keeps its data root in the Docker volume {volume!r}, not "
+                          f"in {Path(host_root).resolve()}",
+                          "pass --remote (or KOLO_REMOTE=1) to use it as a remote engine's data root, or "
+                          "`kolo down && kolo up` to mount this folder")
     mounted = mounted_data_root(container)
     wanted = str(Path(host_root).resolve())
     if mounted is not None and os.path.realpath(mounted) != os.path.realpath(wanted):
@@ -166,7 +307,7 @@ def parse_mount(spec: str) -> tuple[str, str]:
     host = os.path.abspath(os.path.expanduser(host))
     if not target:
         target = host if host.startswith("/") else "/mnt/" + Path(host).name
-    if not os.path.exists(host):
+    if not os.path.exists(host) and not is_remote():  # a remote engine's paths are on its own machine
         raise DockerError(f"read-only mount {spec!r}: {host} does not exist")
     return host, target
 
@@ -180,7 +321,8 @@ def up(cfg: UpConfig, cl: Any = None) -> tuple[Any, str]:
     if existing is not None:
         mounted = mounted_data_root(existing)
         note = ""
-        if mounted and os.path.realpath(mounted) != os.path.realpath(cfg.data_root):
+        if data_root_volume(existing) is None and not is_remote() and mounted and \
+                os.path.realpath(mounted) != os.path.realpath(cfg.data_root):
             note = f" (it mounts {mounted}; `kolo down && kolo up` to mount {cfg.data_root})"
         if existing.status == "running":
             return existing, f"container {cfg.name!r} is already running{note}"
@@ -196,10 +338,14 @@ def up(cfg: UpConfig, cl: Any = None) -> tuple[Any, str]:
             raise ImageMissing(cfg.image) from None
     image_env = dict(e.split("=", 1) for e in ((image.attrs.get("Config") or {}).get("Env") or []) if "=" in e)
 
+    remote = is_remote()
     root = cfg.data_root.resolve()
-    for sub in ("data", "models", "outputs"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
-    volumes = {str(root): {"bind": CONTAINER_DATA_ROOT, "mode": "rw"}}
+    if remote:  # this machine's folders mean nothing to that engine: the data root is a volume there
+        volumes = {REMOTE_VOLUME: {"bind": CONTAINER_DATA_ROOT, "mode": "rw"}}
+    else:
+        for sub in ("data", "models", "outputs"):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+        volumes = {str(root): {"bind": CONTAINER_DATA_ROOT, "mode": "rw"}}
     for host, target in cfg.ro_mounts:
         volumes[host] = {"bind": target, "mode": "ro"}
     if image_env.get("HF_HOME"):
@@ -215,7 +361,7 @@ def up(cfg: UpConfig, cl: Any = None) -> tuple[Any, str]:
         volumes=volumes,
         working_dir=CONTAINER_DATA_ROOT,
         environment={"KOLO_DATA": CONTAINER_DATA_ROOT},
-        labels={LABEL_MANAGED: "1", LABEL_DATA_ROOT: str(root)},
+        labels={LABEL_MANAGED: "1", LABEL_DATA_ROOT: f"volume:{REMOTE_VOLUME}" if remote else str(root)},
         restart_policy={"Name": "unless-stopped"},
         shm_size=cfg.shm_size,
     )
@@ -232,7 +378,21 @@ def up(cfg: UpConfig, cl: Any = None) -> tuple[Any, str]:
         raise DockerError(f"container {cfg.name!r} exited right after starting ({c.status})"
                           + (f": {logs.splitlines()[-1]}" if logs else ""),
                           "check `kolo logs`; the image's command must keep running")
+    if remote:
+        code, out = exec_capture(c, ["python", "-c", MAKE_SUBDIRS, CONTAINER_DATA_ROOT])
+        if code != 0:
+            raise DockerError(f"cannot create the data root's folders in {cfg.name!r}: {out.strip()[-300:]}")
     return c, f"created and started container {cfg.name!r} ({cfg.image}, GPUs: {'all' if want_gpu else 'none'})"
+
+
+#: Run in a new remote container (argv: the data root): its folders, owned by the trainer's user.
+MAKE_SUBDIRS = "import os, sys\nfor d in ('data', 'models', 'outputs'):\n    os.makedirs(os.path.join(sys.argv[1], d), " \
+               "exist_ok=True)\n"
+
+
+def data_root_label(cfg: UpConfig) -> str:
+    """Where the container's data root lives, in words (for `kolo up`)."""
+    return f"Docker volume {REMOTE_VOLUME!r} on the engine" if is_remote() else str(cfg.data_root)
 
 
 def start(name: str) -> str:

@@ -65,6 +65,9 @@ def add(
 ) -> None:
     """Validate a training file, then copy it into <data root>/data/ (never overwriting without --force).
 
+    With a remote engine (--docker-host, --context, --remote) the file is uploaded into the data root on that
+    engine, through the Docker API.
+
     Example: kolo data add ~/chats.jsonl   |   kolo data add export.json --as support.json --force
     """
     from kolo_trainer import data, names
@@ -85,13 +88,25 @@ def add(
         raise DataError([str(p) for p in res.problems],
                         hint=None if fatal else "fix them, or pass --skip-invalid to copy it anyway")
     rel = f"data/{target}"
-    if not _copy_in(src, rel, force):
+    if not _place(src, rel, force):
         return
     rows = (res.stats or {}).get("rows", res.rows_valid)
     print(f"added {rel} ({res.format}, {rows} valid row(s) of {res.rows_total})")
     for p in res.problems[:20]:
         print(f"warning: {p}", file=sys.stderr)
     print(f"train with: kolo train --train-data {rel}" + (" --skip-invalid" if res.problems else ""))
+
+
+def _place(src: Path, rel: str, force: bool) -> bool:
+    """Into the data root the trainer reads: this machine's folder, or, with a remote engine, the volume in its
+    container (uploaded through the Docker API). False when an identical file is already there."""
+    from .. import docker_ctl
+
+    if STATE.runtime == "docker" and docker_ctl.is_remote():
+        from .. import remote_data
+
+        return remote_data.upload(docker_ctl.require_running(STATE.container), src, rel, force)
+    return _copy_in(src, rel, force)
 
 
 def _copy_in(src: Path, rel: str, force: bool) -> bool:

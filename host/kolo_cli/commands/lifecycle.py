@@ -101,7 +101,7 @@ def up(
                               gpus=gpus, network=network, ro_mounts=[docker_ctl.parse_mount(s) for s in specs])
     _, msg = docker_ctl.up(cfg)
     _echo(msg)
-    _echo(f"data root: {cfg.data_root} -> {CONTAINER_DATA_ROOT}")
+    _echo(f"data root: {docker_ctl.data_root_label(cfg)} -> {CONTAINER_DATA_ROOT}")
 
 
 def start() -> None:
@@ -307,6 +307,10 @@ def run_checks(gpu: bool = True) -> list[tuple[str, bool | None, str, str]]:
             container = None
         else:
             rows.append((f"container {STATE.container!r} exists and runs", True, container.status, ""))
+    if docker_ctl.is_remote():
+        from ..remote_data import doctor_rows
+
+        rows += doctor_rows(cl, container, MIN_FREE_GIB)
     ok, detail = compose_v2()
     rows.append(("Docker Compose v2 (`docker compose`)", ok, detail,
                  "" if ok else "install the Compose v2 plugin (docker-compose-plugin, or Docker Desktop); the old "

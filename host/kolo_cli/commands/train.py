@@ -60,11 +60,14 @@ def resolve_options(flags: dict[str, Any], config: Path | None, root: Any,
 
 
 def train(flags: dict[str, Any], config: Optional[Path], dry_run: bool) -> None:
+    from ..docker_ctl import is_remote
     from ..pipeline import run_steps, train_steps
     from ..transport import make_transport
 
     root = STATE.data()
-    opts, explicit, missing = resolve_options(flags, config, root, check_files=not dry_run)
+    # A remote engine's data root is not here: the trainer runs the same file checks there, before any model loads.
+    remote = not dry_run and STATE.runtime == "docker" and is_remote()
+    opts, explicit, missing = resolve_options(flags, config, root, check_files=not dry_run and not remote)
     transport = make_transport(STATE.runtime, STATE.container, root.path, debug=STATE.debug)
     steps = train_steps(opts, explicit, transport.data_root)
     if dry_run:
