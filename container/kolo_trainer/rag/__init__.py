@@ -9,6 +9,7 @@
 :mod:`.build`     ``build`` / ``add`` (append without embedding old chunks again; duplicates skipped by hash)
 :mod:`.retrieve`  ``Retriever.retrieve`` (global top-k -> documents, sources, scores) and ``prompt``
 :mod:`.main`      the trainer verbs rag-build, rag-add, rag-query
+:mod:`.serve`     the trainer verb rag-serve: one index kept warm for ``kolo serve``'s /api/v1/rag routes
 ================  ==============================================================================================
 
 Heavy imports (torch, sentence-transformers, faiss) happen inside functions: importing this package is light.

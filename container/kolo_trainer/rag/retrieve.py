@@ -16,11 +16,36 @@ class Retriever:
     """One loaded index and its embedding model (load once, query many times: a server keeps one)."""
 
     def __init__(self, root: DataRoot, name: str):
-        self.run = root.run(name, "NAME")
+        self.root, self.run = root, root.run(name, "NAME")
+        self.stamp = self._stamp()
         self.store = store.load(self.run)
+        self.model = self._model()
+
+    def _model(self) -> Any:
         meta = self.store.metadata
-        ref = embed.resolve(str(meta.get("model")), root, expected_sha256=meta.get("sha256"))
-        self.model, _sha = embed.load(ref)
+        ref = embed.resolve(str(meta.get("model")), self.root, expected_sha256=meta.get("sha256"))
+        return embed.load(ref)[0]
+
+    def _stamp(self) -> tuple[int, int] | None:
+        """Identity of the index on disk: every write renames a new folder in, so its config is a new file."""
+        try:
+            st = (store.folder(self.run) / store.CONFIG).stat()
+        except FileNotFoundError:
+            return None
+        return st.st_ino, st.st_mtime_ns
+
+    def refresh(self) -> bool:
+        """Reload the index if it changed on disk since it was loaded (``rag add``, a rebuild, a delete: then the
+        load's own clear error); the embedding model is loaded again only when the index names other weights."""
+        stamp = self._stamp()
+        if stamp is not None and stamp == self.stamp:
+            return False
+        old = self.store.metadata
+        self.store, self.stamp = store.load(self.run), stamp
+        if (old.get("model"), old.get("sha256")) != (self.store.metadata.get("model"),
+                                                     self.store.metadata.get("sha256")):
+            self.model = self._model()
+        return True
 
     def retrieve(self, question: str, top_k: int) -> dict[str, list]:
         """``{documents, sources, scores}``: the ``top_k`` best chunks across all documents, best first."""

@@ -46,9 +46,11 @@ QUERY_HELP = ("Retrieve the best passages across all documents and answer from t
               "scores.\n\nExample: kolo rag query handbook \"How many days of leave?\" --ollama-model llama3.2")
 
 
-def _validate(model_name: str, flags: dict[str, Any], fixed: dict[str, Any],
-              more: tuple[str, ...] = ()) -> dict[str, Any]:
-    """The explicit option values, or one OptionsError listing every problem (``more``: the caller's own)."""
+def validate(model_name: str, flags: dict[str, Any], fixed: dict[str, Any],
+             more: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The explicit option values of ``model_name`` (RagBuildOptions, RagAddOptions, RagQueryOptions), or one
+    OptionsError listing every problem at once: the field checks, the option model's own ``problems()`` (checks of
+    two fields together) and ``more`` (the caller's). Used by `kolo rag` and by ``kolo serve`` (jobs, rag routes)."""
     from importlib import import_module
 
     from kolo_trainer import spec
@@ -56,15 +58,36 @@ def _validate(model_name: str, flags: dict[str, Any], fixed: dict[str, Any],
     model = getattr(import_module(_MODELS.rstrip(":")), model_name)
     problems = [f"--{k.replace('_', '-')} and the argument disagree; give one" for k in fixed
                 if k in flags and flags[k] != fixed[k]] + list(more)
+    given = {**flags, **fixed}
+    explicit: dict[str, Any] = {}
     try:
-        opts, explicit = spec.merge(model, {}, {**flags, **fixed})
+        opts, explicit = spec.merge(model, {}, given)
         problems += opts.problems() if hasattr(opts, "problems") else []
     except OptionsError as e:
-        problems += e.problems
-        explicit = {}
+        problems += e.problems + _cross_problems(model, given)
     if problems:
         raise OptionsError(problems, hint=f"see `kolo rag {model_name[3:-7].lower()} --help`")
     return explicit
+
+
+def _cross_problems(model: type, given: dict[str, Any]) -> list[str]:
+    """``problems()`` over the fields that passed their own checks, so a field error does not hide a two-field
+    one (each field is validated alone into a defaults-only model; pydantic's own assignment validation)."""
+    from pydantic import ValidationError
+
+    from kolo_trainer.spec import flag_name
+
+    if not hasattr(model, "problems"):
+        return []
+    probe, bad = model.model_construct(), []
+    for name, value in given.items():
+        if value is None or name not in model.model_fields:
+            continue
+        try:
+            model.__pydantic_validator__.validate_assignment(probe, name, value)
+        except ValidationError:
+            bad.append(flag_name(name))  # reported by the field check; a check against its default would mislead
+    return [p for p in probe.problems() if not any(b in p for b in bad)]
 
 
 def _run_trainer(verb: str, model_name: str, explicit: dict[str, Any], dry_run: bool, renderer: Any = None) -> None:
@@ -93,13 +116,13 @@ def _index(name: str) -> None:
 
 def build(flags: dict[str, Any], index_name: str, dry_run: bool) -> None:
     name = index_name
-    explicit = _validate("RagBuildOptions", flags, {"name": name})
+    explicit = validate("RagBuildOptions", flags, {"name": name})
     _run_trainer("rag-build", "RagBuildOptions", explicit, dry_run)
 
 
 def add(flags: dict[str, Any], index_name: str, dry_run: bool) -> None:
     name = index_name
-    explicit = _validate("RagAddOptions", flags, {"name": name})
+    explicit = validate("RagAddOptions", flags, {"name": name})
     if not dry_run:
         _index(name)
     _run_trainer("rag-add", "RagAddOptions", explicit, dry_run)
@@ -152,7 +175,7 @@ def query(flags: dict[str, Any], index_name: str, question_text: str, ollama_mod
             check_model_name(ollama_model)
         except KoloError as e:
             problems.append(f"--ollama-model: {e.message}")
-    explicit = _validate("RagQueryOptions", flags, {"name": name, "question": question}, tuple(problems))
+    explicit = validate("RagQueryOptions", flags, {"name": name, "question": question}, tuple(problems))
     if not dry_run:
         _index(name)
         if explicit.get("run") is not None and not explicit.get("retrieve_only"):

@@ -144,10 +144,10 @@ def create(engine: Any, root_path: Any, body: dict[str, Any]) -> dict[str, Any]:
 def _rag_options(flags: dict[str, Any], name: str, source: str) -> dict[str, Any]:
     """A rag job builds an index of the dataset (``kolo rag build job-<id> --source data/upload-<id>...``), with
     ``kolo rag build``'s own option check."""
-    from ..commands.rag import _validate
+    from ..commands.rag import validate
 
-    return _validate("RagBuildOptions", {k: v for k, v in flags.items() if k != "overwrite"},
-                     {"name": name, "source": [source]})
+    return validate("RagBuildOptions", {k: v for k, v in flags.items() if k != "overwrite"},
+                    {"name": name, "source": [source]})
 
 
 @router.post("/jobs/", status_code=201)
