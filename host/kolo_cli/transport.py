@@ -103,6 +103,9 @@ class Transport:
 
     name = "?"
     data_root: str
+    #: Settings for the trainer's environment (not secrets: docker exec gets them with their value), e.g. the
+    #: CUDA_VISIBLE_DEVICES that pins a `kolo serve` worker to its GPU. Replaced, never mutated in place.
+    env: dict[str, str] = {}
 
     def command(self, argv: list[str], interactive: bool = False) -> list[str]:
         raise NotImplementedError
@@ -303,7 +306,7 @@ class LocalTransport(Transport):
         return [sys.executable] + argv[1:]
 
     def popen_kwargs(self) -> dict[str, Any]:
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **self.env)
         if self.debug:
             env["KOLO_DEBUG"] = "1"
         return {"env": env}
@@ -353,6 +356,8 @@ class DockerTransport(Transport):
         for name in PASSTHROUGH_ENV:
             if name in os.environ and not (name == "KOLO_DEBUG" and self.debug):
                 cmd += ["-e", name]  # by name only: the value never enters argv
+        for name, value in self.env.items():
+            cmd += ["-e", f"{name}={value}"]
         return cmd + [self.container] + argv
 
     def preflight(self) -> None:
@@ -402,7 +407,9 @@ class DockerTransport(Transport):
         return f"{detail} inside container {self.container!r}"
 
 
-def make_transport(runtime: str, container: str, data_root: str | os.PathLike, debug: bool = False) -> Transport:
-    if runtime == "local":
-        return LocalTransport(data_root, debug=debug)
-    return DockerTransport(container, host_data_root=data_root, debug=debug)
+def make_transport(runtime: str, container: str, data_root: str | os.PathLike, debug: bool = False,
+                   env: dict[str, str] | None = None) -> Transport:
+    transport: Transport = LocalTransport(data_root, debug=debug) if runtime == "local" else \
+        DockerTransport(container, host_data_root=data_root, debug=debug)
+    transport.env = dict(env or {})
+    return transport

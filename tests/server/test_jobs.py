@@ -103,11 +103,15 @@ def test_upload_train_export_download_deploy(serve, root: Path, tmp_path: Path) 
 
 
 def test_cancel_mid_run_stops_the_trainer(serve, root: Path) -> None:
-    srv = serve()
+    srv = serve("--gpus", "0")  # worker 0 pinned to "GPU 0": no GPU here, so the trainer still runs on the CPU
     c = srv.client()
     job = c.create_job(name="long", dataset_id=upload(c, root), epochs=1000, **FAST)
     wait_step(c, job["id"], 3)
-    assert trainer_pids(root), "no trainer process found while the job runs"
+    pids = trainer_pids(root)
+    assert pids, "no trainer process found while the job runs"
+    # the pin reached the real trainer process (its environment, as the kernel holds it)
+    assert all(b"CUDA_VISIBLE_DEVICES=0" in Path(f"/proc/{p}/environ").read_bytes().split(b"\0") for p in pids)
+    assert "kolo serve worker 0: CUDA_VISIBLE_DEVICES=0" in c.logs(job["id"])
     with pytest.raises(TrainerError) as e:
         c.delete_dataset(job["dataset_id"])
     assert e.value.status == 409 and f"used by job(s) {job['id']}" in e.value.detail

@@ -7,11 +7,18 @@ FastAPI, uvicorn and SQLModel are imported inside the verb only: `kolo --help` s
 from __future__ import annotations
 
 import ipaddress
+from typing import TYPE_CHECKING
+
 import typer
 
 from kolo_trainer.errors import KoloError, OptionsError
 
 from ..state import STATE
+
+if TYPE_CHECKING:
+    from kolo_trainer.runfolder import DataRoot
+
+    from ..server.app import ServerConfig
 
 HELP = (
     "Run the Training Manager: a REST API (OpenAPI at /docs), a job worker and a web dashboard for this data "
@@ -41,16 +48,54 @@ def _size(text: str) -> int:
         raise OptionsError([f"--max-upload {text!r}: give a size such as 2G, 512M or a number of bytes"]) from None
 
 
+def _gpu_list(text: str) -> list[str] | None:
+    """``--gpus``: auto -> None (detect), none -> [] (unpinned), ``0,1`` -> ["0", "1"]."""
+    import re
+
+    if text.strip().lower() in ("auto", "none"):
+        return None if text.strip().lower() == "auto" else []
+    ids = [g.strip() for g in text.split(",")]
+    bad = [g for g in ids if not re.fullmatch(r"\d+|(GPU|MIG)-[A-Za-z0-9-]+", g)]
+    if bad or len(set(ids)) != len(ids):
+        raise OptionsError([f"--gpus {text!r}: give auto, none, or distinct GPU indices such as 0,1 "
+                            "(as `nvidia-smi -L` numbers them, or their GPU-/MIG- UUIDs)"])
+    return ids
+
+
+def _pin(cfg: "ServerConfig", gpus: str) -> None:
+    """Give each worker GPUs of its own (CUDA_VISIBLE_DEVICES), detected where jobs run unless --gpus names them."""
+    from ..server.worker import assign_gpus, detect_gpus
+
+    ids, source = _gpu_list(gpus), "--gpus"
+    if ids is None:
+        ids, source = detect_gpus(STATE.runtime, STATE.container)
+    cfg.gpus = assign_gpus(ids, cfg.workers)
+    if ids:
+        print("GPUs: " + ", ".join(f"worker {i} -> CUDA_VISIBLE_DEVICES={g}" for i, g in enumerate(cfg.gpus))
+              + f" ({source})", flush=True)
+    else:
+        print(f"GPUs: none ({source}); jobs run unpinned", flush=True)
+
+
 def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (another than loopback needs the key "
-                                                          "to exist: start once on 127.0.0.1 first)."),
+                                                          "to exist: start once on 127.0.0.1 first, or --init-key)."),
     port: int = typer.Option(8000, "--port", min=0, max=65535, help="TCP port."),
-    workers: int = typer.Option(1, "--workers", min=1, max=64, help="Jobs that run at the same time (one per GPU)."),
+    workers: int = typer.Option(1, "--workers", min=1, max=64, help="Jobs that run at the same time, each on GPUs "
+                                                                    "of its own (see --gpus)."),
+    gpus: str = typer.Option("auto", "--gpus", metavar="auto|none|0,1,...",
+                             help="GPUs the workers split between them: each runs its jobs with "
+                                  "CUDA_VISIBLE_DEVICES set to its own share (one GPU each when --workers equals their "
+                                  "number). auto: the GPUs `nvidia-smi -L` lists where jobs run (the kolo container, "
+                                  "or here with --runtime local, where a set CUDA_VISIBLE_DEVICES is kept); none: "
+                                  "unpinned."),
     max_upload: str = typer.Option("2G", "--max-upload", help="Largest dataset upload (e.g. 2G, 500M)."),
     show_key: bool = typer.Option(False, "--show-key", help="Print the API key and exit."),
+    init_key: bool = typer.Option(False, "--init-key", help="Create the API key if there is none (printed once), "
+                                                            "then exit: the first-start step of the compose service."),
 ) -> None:
     """Run the Training Manager (API + worker + dashboard). Example: kolo serve --port 8000"""
-    from ..server.app import ServerConfig, create_key, read_key
+    from ..server.app import ServerConfig, read_key
 
     root = STATE.data()
     cfg = ServerConfig(data_root=root.path, runtime=STATE.runtime, container=STATE.container, workers=workers,
@@ -61,25 +106,40 @@ def serve(
             raise KoloError(f"no API key yet under {root.display}", hint="start `kolo serve` once; it creates one")
         print(key)
         return
+    if init_key:
+        if key is None:
+            _new_key(cfg, root)
+        else:
+            print(f"API key: exists ({cfg.key_path}); `kolo serve --show-key` prints it", flush=True)
+        return
+    _pin(cfg, gpus)  # bad --gpus / --workers is refused before anything is written
     if key is None:
         if not _loopback(host):
             raise OptionsError([f"--host {host}: refusing to listen beyond this machine before an API key exists"],
-                               hint="start `kolo serve` once on 127.0.0.1 (it creates and prints the key), then "
-                                    "bind to other addresses")
-        root.path.mkdir(parents=True, exist_ok=True)  # a new user's first command may be this one
-        root.check(writable=True)
-        key = create_key(cfg)
-        print(f"API key (shown once; `kolo serve --show-key` prints it again; stored in {cfg.key_path}):\n{key}",
-              flush=True)
+                               hint="start `kolo serve` once on 127.0.0.1, or run `kolo serve --init-key` (each "
+                                    "creates and prints the key), then bind to other addresses")
+        key = _new_key(cfg, root)
     _run(cfg, key, host, port)
 
 
-def _run(cfg: object, key: str, host: str, port: int) -> None:
+def _new_key(cfg: "ServerConfig", root: "DataRoot") -> str:
+    """Create the key (mode 0600 in the data root) and print it: the one time it is shown unasked."""
+    from ..server.app import create_key
+
+    root.path.mkdir(parents=True, exist_ok=True)  # a new user's first command may be this one
+    root.check(writable=True)
+    key = create_key(cfg)
+    print(f"API key (shown once; `kolo serve --show-key` prints it again; stored in {cfg.key_path}):\n{key}",
+          flush=True)
+    return key
+
+
+def _run(cfg: "ServerConfig", key: str, host: str, port: int) -> None:
     import uvicorn
 
     from ..server.app import create_app
 
-    app = create_app(cfg, key)  # type: ignore[arg-type]
+    app = create_app(cfg, key)
     print(f"kolo serve: http://{host}:{port}/ (API docs at /docs, runtime {STATE.runtime}, data root "
           f"{STATE.data().display})", flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

@@ -14,7 +14,7 @@ import secrets
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Optional
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -36,6 +36,7 @@ class ServerConfig:
     workers: int = 1
     max_upload: int = DEFAULT_MAX_UPLOAD
     debug: bool = False
+    gpus: Optional[list[Optional[str]]] = None  # worker i -> its CUDA_VISIBLE_DEVICES (worker.assign_gpus)
 
     @property
     def server_dir(self) -> Path:
@@ -115,7 +116,8 @@ def create_app(cfg: ServerConfig, key: str) -> FastAPI:
     STATE.data_root = cfg.data_root  # the CLI's install verbs (deploy) read the data root from STATE
     engine = db.open_db(cfg.server_dir / "kolo.db")
     broker = Broker()
-    worker = Worker(engine, cfg.data_root, cfg.runtime, cfg.container, cfg.workers, broker.publish, cfg.debug)
+    worker = Worker(engine, cfg.data_root, cfg.runtime, cfg.container, cfg.workers, broker.publish, cfg.debug,
+                    gpus=cfg.gpus)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -136,9 +138,9 @@ def create_app(cfg: ServerConfig, key: str) -> FastAPI:
     def health() -> dict[str, str]:
         return {"status": "ok", "version": _version()}
 
-    from . import routes_artifacts, routes_datasets, routes_jobs, routes_rag, web
+    from . import routes_artifacts, routes_datasets, routes_jobs, web
 
-    for module in (routes_datasets, routes_jobs, routes_artifacts, routes_rag):
+    for module in (routes_datasets, routes_jobs, routes_artifacts):
         app.include_router(module.router, prefix="/api/v1", dependencies=[Depends(require_key)])
     web.mount(app)
     return app

@@ -63,9 +63,12 @@ class Worker:
     """``workers`` threads; each takes the oldest queued job, runs it to the end, then the next."""
 
     def __init__(self, engine: Any, data_root: Path, runtime: str, container: str, workers: int = 1,
-                 publish: Callable[[int], None] = lambda job_id: None, debug: bool = False):
+                 publish: Callable[[int], None] = lambda job_id: None, debug: bool = False,
+                 gpus: Optional[list[Optional[str]]] = None):
         self.engine, self.data_root, self.runtime, self.container = engine, data_root, runtime, container
         self.workers, self.publish, self.debug = workers, publish, debug
+        self.gpus = list(gpus) if gpus is not None else [None] * workers  # worker i -> its GPU (assign_gpus)
+        assert len(self.gpus) == workers, (self.gpus, workers)
         self.wake = threading.Event()
         self.stopping = threading.Event()
         self.claim_lock = threading.Lock()
@@ -81,7 +84,7 @@ class Worker:
     def start(self) -> None:
         self.recover()
         for i in range(self.workers):
-            t = threading.Thread(target=self._loop, name=f"kolo-worker-{i}", daemon=True)
+            t = threading.Thread(target=self._loop, args=(i,), name=f"kolo-worker-{i}", daemon=True)
             t.start()
             self.threads.append(t)
 
@@ -103,7 +106,7 @@ class Worker:
             t.join(timeout=CANCEL_GRACE_S + 20)
 
     # ----------------------------------------------------------------------------------------- the loop
-    def _loop(self) -> None:
+    def _loop(self, index: int = 0) -> None:
         while not self.stopping.is_set():
             job_id = self._claim()
             if job_id is None:
@@ -111,7 +114,7 @@ class Worker:
                 self.wake.clear()
                 continue
             try:
-                self._run(job_id)
+                self._run(job_id, index)
             except Exception as e:  # a bug must fail the job, never kill the worker thread
                 self.finish(job_id, db.FAILED, error=f"internal error: {type(e).__name__}: {e}")
 
@@ -129,14 +132,26 @@ class Worker:
         self.publish(job_id)
         return job_id
 
-    def _run(self, job_id: int) -> None:
+    def transport(self, index: int) -> Any:
+        """The transport worker ``index`` runs its jobs through: pinned to that worker's GPU, if it has one."""
+        from ..transport import make_transport
+
+        gpu = self.gpus[index]
+        env = {} if gpu is None else {"CUDA_VISIBLE_DEVICES": gpu}
+        return _recording(make_transport(self.runtime, self.container, self.data_root, debug=self.debug, env=env))
+
+    def _run(self, job_id: int, index: int = 0) -> None:
         from kolo_trainer.errors import KoloError
 
         from ..pipeline import train_steps
-        from ..transport import make_transport, trainer_argv
+        from ..transport import trainer_argv
 
         job = db.get_job(self.engine, job_id)
-        transport = _recording(make_transport(self.runtime, self.container, self.data_root, debug=self.debug))
+        transport = self.transport(index)
+        if transport.env:
+            with open(self.log_path(job_id), "a", encoding="utf-8") as log:
+                log.write(f"kolo serve worker {index}: " + " ".join(f"{k}={v}" for k, v in transport.env.items())
+                          + "\n")
         self.running[job_id] = transport
         rc, error = 1, None
         renderer = None
@@ -247,3 +262,68 @@ def _recording(transport: Any) -> Any:
 
     transport.__class__ = Recording
     return transport
+
+
+# ------------------------------------------------------------------------------------------------- GPUs
+def gpu_ids(nvidia_smi_list: str) -> list[str]:
+    """The GPU indices in ``nvidia-smi -L`` output (``GPU 0: NVIDIA ... (UUID: ...)``), in order."""
+    import re
+
+    return re.findall(r"(?m)(?:^|; )GPU (\d+):", nvidia_smi_list)
+
+
+def detect_gpus(runtime: str, container: str) -> tuple[list[str], str]:
+    """(the GPUs jobs can use, where that came from), asked where the jobs run: the kolo container's
+    ``nvidia-smi -L`` (``docker_ctl.gpu_visible``, what `kolo doctor` shows) or this machine's. A local
+    CUDA_VISIBLE_DEVICES the server was started with is the user's choice of GPUs and is kept."""
+    import os
+    import shutil
+    import subprocess
+
+    if runtime != "local":
+        from kolo_trainer.errors import KoloError
+
+        from .. import docker_ctl
+
+        try:
+            c = docker_ctl.find(docker_ctl.client(timeout=10), container)
+        except KoloError as e:
+            return [], e.message
+        if c is None:
+            return [], f"container {container!r} does not exist"
+        visible, detail = docker_ctl.gpu_visible(c)
+        return (gpu_ids(detail) if visible else []), f"nvidia-smi -L in container {container!r}: {detail}"
+    chosen = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if chosen is not None:
+        ids = [g.strip() for g in chosen.split(",") if g.strip()]
+        return ([] if ids[:1] == ["-1"] else ids), f"CUDA_VISIBLE_DEVICES={chosen!r}"
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return [], "no nvidia-smi on this machine"
+    try:
+        r = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError) as e:
+        return [], f"nvidia-smi -L: {e}"
+    return (gpu_ids(r.stdout) if r.returncode == 0 else []), "nvidia-smi -L"
+
+
+def assign_gpus(gpus: list[str], workers: int) -> list[Optional[str]]:
+    """Each worker's CUDA_VISIBLE_DEVICES: the GPUs split into ``workers`` disjoint, contiguous shares (one each
+    when there are as many workers as GPUs; all of them for a single worker, so a multi-process job (--nproc)
+    still sees every GPU). No GPU: every worker runs unpinned (CPU). One job per GPU share at a time."""
+    from kolo_trainer.errors import OptionsError
+
+    if not gpus:
+        return [None] * workers
+    if workers > len(gpus):
+        raise OptionsError([f"--workers {workers}: only {len(gpus)} GPU(s) ({', '.join(gpus)}); each worker gets "
+                            "a GPU of its own"],
+                           hint=f"pass --workers {len(gpus)}, name more with --gpus, or --gpus none to share them "
+                                "unpinned")
+    size, extra = divmod(len(gpus), workers)
+    shares, at = [], 0
+    for i in range(workers):  # the first `extra` workers get one GPU more (as numpy.array_split does)
+        n = size + (i < extra)
+        shares.append(",".join(gpus[at:at + n]))
+        at += n
+    return shares
