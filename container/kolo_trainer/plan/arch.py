@@ -17,7 +17,8 @@ from typing import Any
 
 #: Families whose configs default to tied input/output embeddings when the key is missing.
 TIED_BY_DEFAULT = ("gemma", "gemma2", "gemma3", "gemma3_text")
-#: Families with a bias on q/k/v whatever ``attention_bias`` says (Qwen 2's attention).
+#: Families with a bias on q/k/v (not o) whatever ``attention_bias`` says (Qwen 2's attention); elsewhere
+#: ``attention_bias`` puts a bias on all four projections (Llama's rule).
 QKV_BIAS = ("qwen2",)
 #: Extra per-head RMSNorms on q and k (Qwen 3, Gemma 3) and the two extra per-layer norms (Gemma 2/3).
 QK_NORM = ("qwen3", "gemma3", "gemma3_text")
@@ -40,6 +41,7 @@ class Arch:
     tied: bool
     experts: int = 1
     qkv_bias: bool = False
+    o_bias: bool = False
     mlp_bias: bool = False
     dtype: str = "float32"
 
@@ -62,7 +64,7 @@ class Arch:
         shapes = self.linear_shapes()
         attn = sum(a * b for k, (a, b) in shapes.items() if k in ATTN)
         mlp = sum(a * b for k, (a, b) in shapes.items() if k in MLP) * self.experts
-        bias = (self.q_dim + 2 * self.kv_dim if self.qkv_bias else 0)
+        bias = (self.q_dim + 2 * self.kv_dim if self.qkv_bias else 0) + (self.hidden if self.o_bias else 0)
         bias += (2 * self.intermediate + self.hidden) * self.experts if self.mlp_bias else 0
         router = self.hidden * self.experts if self.experts > 1 else 0
         return attn + mlp + bias + router
@@ -109,7 +111,8 @@ def from_config(cfg: dict[str, Any]) -> Arch:
         intermediate=_int(cfg, "moe_intermediate_size", "intermediate_size", "n_inner", default=4 * h),
         vocab=_int(cfg, "vocab_size"), tied=bool(tied) if tied is not None else mt in TIED_BY_DEFAULT,
         experts=_int(cfg, "num_local_experts", "num_experts", default=1),
-        qkv_bias=bool(cfg.get("attention_bias")) or mt in QKV_BIAS, mlp_bias=bool(cfg.get("mlp_bias")),
+        qkv_bias=bool(cfg.get("attention_bias")) or mt in QKV_BIAS, o_bias=bool(cfg.get("attention_bias")),
+        mlp_bias=bool(cfg.get("mlp_bias")),
         dtype=str(cfg.get("torch_dtype") or cfg.get("dtype") or "float32"))
 
 

@@ -118,12 +118,17 @@ def estimate(arch: Arch, s: Setup) -> Memory:
     return m
 
 
+#: The largest weight file transformers writes by default (save_pretrained's max_shard_size "5GB"): loading to a
+#: GPU passes one shard at a time through host memory.
+SHARD_BYTES = 5 * 10 ** 9
+
+
 def host_ram(arch: Arch, s: Setup, device_peak: Memory) -> int:
-    """Peak RSS of the training process: everything on CPU; on a GPU the runtime plus, while loading, one shard's
-    worth of weights passing through host memory (taken as the whole model: an upper bound for sharded files)."""
+    """Peak RSS of the training process: everything on CPU; on a GPU the runtime plus one weight shard passing
+    through host memory while loading."""
     if s.device == "cpu":
         return device_peak.peak
-    return RUNTIME_RSS_CUDA + arch.total_params() * s.weight_bytes
+    return RUNTIME_RSS_CUDA + min(SHARD_BYTES, arch.total_params() * s.weight_bytes)
 
 
 def gpu_need(peak: int) -> int:
