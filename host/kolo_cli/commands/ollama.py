@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -34,12 +35,79 @@ def _stdout():
     return out()
 
 
-def _run(output_dir: str, what: str = "run") -> Any:
-    """The run ``outputs/<output_dir>`` of the data root (``kolo_trainer.runfolder``: name, link and kind checks)."""
-    return STATE.data().run(output_dir, what)
+def _run(output_dir: str, what: str = "run", data_root: Optional[Path] = None) -> Any:
+    """The run ``outputs/<output_dir>`` of the data root (``kolo_trainer.runfolder``: name, link and kind checks);
+    ``data_root`` for a caller that serves one of its own (the Training Manager), else the CLI's."""
+    from kolo_trainer.runfolder import DataRoot
+
+    return (STATE.data() if data_root is None else DataRoot(data_root)).run(output_dir, what)
 
 
 # ------------------------------------------------------------------------------------------- ollama-install
+@dataclass
+class OllamaInstalled:
+    """What an Ollama install did: the model, the GGUF it came from, where, the smoke reply and the steps taken."""
+
+    name: str
+    output_dir: str
+    quantization: str
+    url: str
+    reply: str
+    log: list[str] = field(default_factory=list)
+
+
+def install_ollama(name: str, output_dir: str, quantization: str = "Q4_K_M", ollama: Optional[str] = None,
+                   smoke_max_tokens: int = 256, data_root: Optional[Path] = None,
+                   console: Any = None) -> OllamaInstalled:
+    """Upload the run's GGUF (and adapters) to Ollama, create the model from its Modelfile, record the install in
+    kolo.json and smoke-test it. Each step is noted in the result's ``log`` (and on ``console`` when given, with
+    progress bars on a terminal). `kolo ollama-install` and the Training Manager's deploy both call this."""
+    from kolo_trainer import manifest
+    from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
+                               TransferSpeedColumn)
+
+    from .. import ollama_client as oc
+
+    log: list[str] = []
+
+    def note(line: str) -> None:
+        log.append(line)
+        if console is not None:
+            console.print(line)
+
+    plan = oc.plan_install(Path(data_root or STATE.data_root), output_dir, quantization, name)
+    files = ([plan.gguf] if plan.gguf else []) + plan.adapters
+    digests: dict[Path, str] = {}
+    with oc.OllamaClient(ollama) as client:
+        client.tags()  # fail fast (one line) when nothing answers, before hashing gigabytes
+        progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                            TimeRemainingColumn(), console=console, transient=True,
+                            disable=console is None or not console.is_terminal)
+        with progress:
+            for f in files:
+                size = f.stat().st_size
+                note(f"hashing {f.name} ({size:,} bytes)")
+                t = progress.add_task(f"hash {f.name}", total=size)
+                digests[f] = oc.sha256_file(f, lambda n, t=t: progress.advance(t, n))
+                progress.remove_task(t)
+                if client.has_blob(digests[f]):
+                    note(f"{f.name}: already on the server ({digests[f][:19]}…), not uploading")
+                    continue
+                note(f"uploading {f.name} to {client.base_url}")
+                t = progress.add_task(f"upload {f.name}", total=size)
+                client.push_blob(f, digests[f], lambda n, t=t: progress.advance(t, n))
+                progress.remove_task(t)
+        note(f"creating {name!r} from {plan.modelfile_path.name}")
+        client.create(plan.create_payload(digests))
+        manifest.update(plan.run_dir, installs=_with_install(manifest.load(plan.run_dir), name, {
+            "quantization": plan.quantization, "url": client.base_url,
+            "digest": digests.get(plan.gguf) if plan.gguf else None, "installed": manifest.now()}))
+        note(f"smoke prompt: {plan.smoke_prompt!r}")
+        resp = client.chat(name, plan.smoke_prompt, {"num_predict": smoke_max_tokens, "temperature": 0})
+        reply = oc.smoke_check(resp, name, smoke_max_tokens)
+    return OllamaInstalled(name, output_dir, plan.quantization, client.base_url, reply, log)
+
+
 def ollama_install(
     name: str = typer.Argument(..., help="Name for the model in Ollama, e.g. my-model or my-model:q4."),
     output_dir: str = typer.Option(..., "--output-dir", help="Run folder under <data root>/outputs/."),
@@ -54,47 +122,11 @@ def ollama_install(
 
     Example: kolo ollama-install my-model --output-dir my-run --quantization Q4_K_M
     """
-    from kolo_trainer import manifest
-    from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
-                               TransferSpeedColumn)
-
-    from .. import ollama_client as oc
-
-    err = _stderr()
-    plan = oc.plan_install(Path(STATE.data_root), output_dir, quantization, name)
-    files = ([plan.gguf] if plan.gguf else []) + plan.adapters
-    digests: dict[Path, str] = {}
-    with oc.OllamaClient(ollama) as client:
-        client.tags()  # fail fast (one line) when nothing answers, before hashing gigabytes
-        progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                            TimeRemainingColumn(), console=err, disable=not err.is_terminal, transient=True)
-        with progress:
-            for f in files:
-                size = f.stat().st_size
-                err.print(f"hashing {f.name} ({size:,} bytes)")
-                t = progress.add_task(f"hash {f.name}", total=size)
-                digests[f] = oc.sha256_file(f, lambda n, t=t: progress.advance(t, n))
-                progress.remove_task(t)
-                if client.has_blob(digests[f]):
-                    err.print(f"{f.name}: already on the server ({digests[f][:19]}…), not uploading")
-                    continue
-                err.print(f"uploading {f.name} to {client.base_url}")
-                t = progress.add_task(f"upload {f.name}", total=size)
-                client.push_blob(f, digests[f], lambda n, t=t: progress.advance(t, n))
-                progress.remove_task(t)
-        payload = plan.create_payload(digests)
-        err.print(f"creating {name!r} from {plan.modelfile_path.name}")
-        client.create(payload)
-        manifest.update(plan.run_dir, installs=_with_install(manifest.load(plan.run_dir), name, {
-            "quantization": plan.quantization, "url": client.base_url,
-            "digest": digests.get(plan.gguf) if plan.gguf else None, "installed": manifest.now()}))
-        err.print(f"smoke prompt: {plan.smoke_prompt!r}")
-        resp = client.chat(name, plan.smoke_prompt, {"num_predict": smoke_max_tokens, "temperature": 0})
-        reply = oc.smoke_check(resp, name, smoke_max_tokens)
     from ..console import say
 
-    say("installed", "green", f"{name} ({plan.quantization} of {output_dir}) in Ollama at {client.base_url}; "
-                              f"reply: {reply.strip()[:200]!r}\nchat with it: ollama run {name}")
+    done = install_ollama(name, output_dir, quantization, ollama, smoke_max_tokens, console=_stderr())
+    say("installed", "green", f"{name} ({done.quantization} of {output_dir}) in Ollama at {done.url}; "
+                              f"reply: {done.reply.strip()[:200]!r}\nchat with it: ollama run {name}")
 
 
 def _with_install(data: dict[str, Any], name: str, record: Optional[dict[str, Any]]) -> dict[str, Any]:
@@ -275,6 +307,41 @@ def place_file(src: Path, dest: Path) -> str:
     return how
 
 
+@dataclass
+class LmStudioPlaced:
+    """Where a run's GGUF went in LM Studio's models folder, and how (linked, copied, already there)."""
+
+    path: Path
+    how: str
+    quantization: str
+    publisher: str
+    run: str
+
+
+def place_lmstudio(output_dir: str, quantization: str = "Q4_K_M", models_dir: Optional[Path] = None,
+                   publisher: str = "kolo", data_root: Optional[Path] = None) -> LmStudioPlaced:
+    """Put the run's GGUF at <models dir>/<publisher>/<run>/<run>-<Q>.gguf (:func:`place_file`). `kolo
+    lmstudio-install` and the Training Manager's deploy both call this."""
+    from kolo_trainer import names, options
+
+    try:
+        names.check_plain(publisher)
+    except ValueError as e:
+        raise NameError_(f"--publisher {publisher!r}: {e}") from None
+    quant = options.quantization(quantization)
+    run = _run(output_dir, data_root=data_root)
+    run.require(finished=True, verb="install")
+    src = run.gguf_dir / f"{run.name}-{quant}.gguf"
+    if not src.is_file():
+        have = run.quantizations_on_disk()
+        raise KoloError(f"run {output_dir!r} has no {quant} GGUF ({src} is missing)"
+                        + (f"; exported: {', '.join(have)}" if have else ""),
+                        hint=f"kolo export --output-dir {output_dir} --quantization {quant}")
+    root = (models_dir or _lmstudio_default()).expanduser()
+    dest = root / publisher / run.name / src.name
+    return LmStudioPlaced(dest, place_file(src, dest), quant, publisher, run.name)
+
+
 def lmstudio_install(
     output_dir: str = typer.Argument(..., help="Run folder under <data root>/outputs/."),
     quantization: str = typer.Option("Q4_K_M", "--quantization", help="Which exported GGUF to place."),
@@ -290,26 +357,8 @@ def lmstudio_install(
 
     Example: kolo lmstudio-install my-run --quantization Q4_K_M
     """
-    from kolo_trainer import names
-    from kolo_trainer import options
-
-    try:
-        names.check_plain(publisher)
-    except ValueError as e:
-        raise NameError_(f"--publisher {publisher!r}: {e}") from None
-    quant = options.quantization(quantization)
-    run = _run(output_dir)
-    run.require(finished=True, verb="install")
-    src = run.gguf_dir / f"{run.name}-{quant}.gguf"
-    if not src.is_file():
-        have = run.quantizations_on_disk()
-        raise KoloError(f"run {output_dir!r} has no {quant} GGUF ({src} is missing)"
-                        + (f"; exported: {', '.join(have)}" if have else ""),
-                        hint=f"kolo export --output-dir {output_dir} --quantization {quant}")
-    root = (models_dir or _lmstudio_default()).expanduser()
-    dest = root / publisher / run.name / src.name
-    how = place_file(src, dest)
-    _stdout().print(f"{how}: {dest}\nopen LM Studio → My Models; it lists {publisher}/{run.name}")
+    done = place_lmstudio(output_dir, quantization, models_dir, publisher)
+    _stdout().print(f"{done.how}: {done.path}\nopen LM Studio → My Models; it lists {done.publisher}/{done.run}")
 
 
 def compat(ctx: typer.Context, script: str = typer.Argument(..., help="Kolo script name, e.g. train_model_unsloth.")

@@ -113,7 +113,7 @@ def create_app(cfg: ServerConfig, key: str) -> FastAPI:
     from ..state import STATE
     from .worker import Worker
 
-    STATE.data_root = cfg.data_root  # the CLI's install verbs (deploy) read the data root from STATE
+    STATE.data_root = cfg.data_root  # CLI checks the routes reuse (kolo rag build's) read the data root from STATE
     engine = db.open_db(cfg.server_dir / "kolo.db")
     broker = Broker()
     worker = Worker(engine, cfg.data_root, cfg.runtime, cfg.container, cfg.workers, broker.publish, cfg.debug,

@@ -1,14 +1,13 @@
 """What a finished job gives: its run as a streamed .tar.gz (or one file), and deploys to Ollama / LM Studio through
-the CLI's own install verbs (``kolo_cli.commands.ollama``: the same upload, Modelfile, smoke test and placement).
+the CLI's own install functions (``kolo_cli.commands.ollama``: ``install_ollama`` and ``place_lmstudio``, the same
+upload, Modelfile, smoke test and placement), which return their result.
 """
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import queue
-import re
 import stat
 import tarfile
 import threading
@@ -117,18 +116,6 @@ def download(job_id: int, request: Request, file: Optional[str] = None) -> Any:
 
 
 # ------------------------------------------------------------------------------------------------- deploy
-_DEPLOY_LOCK = threading.Lock()
-
-
-def _captured(fn: Any, **kwargs: Any) -> str:
-    """Run an install verb, returning what it printed. The verbs print their result (the smoke reply, the placed
-    path) instead of returning it; redirecting is process-wide, hence one deploy at a time."""
-    out = io.StringIO()
-    with _DEPLOY_LOCK, contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-        fn(**kwargs)
-    return out.getvalue()
-
-
 def _deploy_error(e: Any) -> ApiError:
     from ..ollama_client import OllamaUnreachable
 
@@ -153,30 +140,19 @@ async def deploy_ollama(job_id: int, request: Request) -> dict[str, Any]:
 async def do_deploy_ollama(request: Request, job_id: int, body: dict[str, Any]) -> dict[str, Any]:
     from kolo_trainer.errors import KoloError
 
-    from ..commands.ollama import ollama_install
+    from ..commands.ollama import install_ollama
 
     job = await run_in_threadpool(_completed, request, job_id)
     name, quant, url = body.get("name"), body.get("quantization", "Q4_K_M"), body.get("ollama_url")
     if not isinstance(name, str) or not isinstance(quant, str) or not (url is None or isinstance(url, str)):
         raise ApiError(422, "give name (string), quantization (string) and optionally ollama_url (string)")
     try:
-        text = await run_in_threadpool(_captured, ollama_install, name=name, output_dir=job.output_dir,
-                                       quantization=quant, ollama=url, smoke_max_tokens=256)
+        done = await run_in_threadpool(install_ollama, name, job.output_dir, quant, url, 256,
+                                       request.app.state.cfg.data_root)
     except KoloError as e:
         raise _deploy_error(e) from None
-    m = re.search(r"reply: (.*)\nchat with it", text, re.S)
-    return {"installed": name, "quantization": quant.upper(), "reply": _literal(m.group(1)) if m else None,
-            "log": text}
-
-
-def _literal(shown: str) -> str:
-    """The reply as the install verb printed it (a Python repr), back to its text."""
-    import ast
-
-    try:
-        return str(ast.literal_eval(shown.strip()))
-    except (ValueError, SyntaxError):
-        return shown
+    return {"installed": done.name, "quantization": done.quantization, "reply": done.reply, "url": done.url,
+            "log": "\n".join(done.log)}
 
 
 @router.post("/jobs/{job_id}/deploy/lmstudio")
@@ -188,16 +164,16 @@ async def deploy_lmstudio(job_id: int, request: Request) -> dict[str, Any]:
 async def do_deploy_lmstudio(request: Request, job_id: int, body: dict[str, Any]) -> dict[str, Any]:
     from kolo_trainer.errors import KoloError
 
-    from ..commands.ollama import lmstudio_install
+    from ..commands.ollama import place_lmstudio
 
     job = await run_in_threadpool(_completed, request, job_id)
     quant, models_dir = body.get("quantization", "Q4_K_M"), body.get("models_dir")
     if not isinstance(quant, str) or not (models_dir is None or isinstance(models_dir, str)):
         raise ApiError(422, "give quantization (string) and optionally models_dir (string)")
     try:
-        text = await run_in_threadpool(_captured, lmstudio_install, output_dir=job.output_dir, quantization=quant,
-                                       models_dir=Path(models_dir) if models_dir else None, publisher="kolo")
+        done = await run_in_threadpool(place_lmstudio, job.output_dir, quant,
+                                       Path(models_dir) if models_dir else None, "kolo",
+                                       request.app.state.cfg.data_root)
     except KoloError as e:
         raise _deploy_error(e) from None
-    how, _, where = text.strip().splitlines()[0].partition(": ")
-    return {"placed": where, "how": how, "quantization": quant.upper()}
+    return {"placed": str(done.path), "how": done.how, "quantization": done.quantization}
