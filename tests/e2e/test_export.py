@@ -129,6 +129,24 @@ def _export_section(run: Path) -> dict:
     return json.loads((run / "kolo.json").read_text())["export"]
 
 
+def test_reference_computed_inline_gives_the_background_result(exported):
+    """Not started during a conversion (a cached one), verification's HF side runs inline, last: same verdict."""
+    from kolo_trainer.export import ollama_template, stages, verify
+    from kolo_trainer.options import ExportOptions
+
+    root, run, _ = exported
+    data = json.loads((run / "kolo.json").read_text())
+    ctx = stages.Context(root=root, run_dir=run, name="run1", opts=ExportOptions(output_dir="run1"), data=data,
+                         stages={})
+    files = {q: run / "gguf" / f"run1-{q}.gguf" for q in ("F16", "Q4_0")}
+    ref = verify.Reference(ctx, run / "merged", None)
+    ver = verify.verify_all(ctx, files=files, modelfiles={q: f"gguf/Modelfile.{q}" for q in files}, reference=ref,
+                            adapter_gguf=None, settings=ollama_template.settings(ctx))
+    assert "reference_in_background" not in ver["timings"] and ver["timings"]["hf_model"] > 0
+    assert ver["problems"] == []
+    assert ver["greedy"] == data["export"]["verification"]["greedy"]
+
+
 def test_every_quantisation_is_written_with_the_types_it_names(exported):
     from kolo_trainer.export import quantize
 
@@ -189,6 +207,8 @@ def test_verification_passes_with_token_and_greedy_parity(exported):
         assert r["hf"] == r["gguf"]
         assert len(r["hf"]) >= 4, "the trained model should answer with more than an end-of-turn token"
     assert all(v["ok"] for v in ver["load"].values()) and set(ver["load"]) == {"F16", *QUANTS}
+    # The HF side was computed during the F16 conversion (a fresh export converts), not after it.
+    assert ver["timings"]["reference_in_background"] > 0 and ver["timings"]["hf_model"] < 0.5
     from kolo_trainer.templates import gorender
 
     if gorender.available():

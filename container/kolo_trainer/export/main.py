@@ -28,7 +28,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional
 
 from .. import manifest, preflight, progress, spec
 from ..errors import ExportError, KoloError, OptionsError, VerificationError
@@ -211,8 +211,9 @@ def _pipeline(ctx: stages.Context, plan: Plan) -> dict:
         stages.skipped("merge", "full fine-tune: converting <run>/model")
     model_dir = plan.model_dir or merge_stage(ctx, plan)
     files = {q: ctx.gguf_dir / f"{plan.prefix}-{q}.gguf" for q in quants}
+    reference = _reference(ctx, plan, model_dir)
     for q in [q for q in quants if q in SIXTEEN_BIT]:
-        convert_stage(ctx, model_dir, q, files[q])
+        convert_stage(ctx, model_dir, q, files[q], before=reference.start if reference else None)
     adapter_gguf = lora_stage(ctx, plan, model_dir) if ctx.opts.adapter_only else None
     todo = [q for q in quants if q not in SIXTEEN_BIT]
     for i, q in enumerate(todo):
@@ -228,7 +229,7 @@ def _pipeline(ctx: stages.Context, plan: Plan) -> dict:
     result = {"quantizations": quant_info, "modelfiles": modelfiles,
               "template": {k: v for k, v in settings.items() if k != "template"}}
     if ctx.opts.verify:
-        result["verification"] = verify_stage(ctx, plan, model_dir, files, modelfiles, adapter_gguf, settings)
+        result["verification"] = verify_stage(ctx, plan, files, modelfiles, adapter_gguf, settings, reference)
     else:
         stages.skipped("verify", "--no-verify")
         result["verification"] = {"status": "skipped: --no-verify"}
@@ -253,13 +254,29 @@ def merge_stage(ctx: stages.Context, plan: Plan) -> Path:
     return out
 
 
-def convert_stage(ctx: stages.Context, model_dir: Path, q: str, out: Path) -> None:
-    """The HF model folder as a 16-bit GGUF (F16 or BF16), by llama.cpp's own converter."""
+def _reference(ctx: stages.Context, plan: Plan, model_dir: Path) -> Any:
+    """Verification's HF side (None with --no-verify); the F16 conversion starts it in the background."""
+    if not ctx.opts.verify:
+        return None
+    from . import verify
+
+    return verify.Reference(ctx, model_dir, plan.adapter_dir if ctx.opts.adapter_only else None)
+
+
+def convert_stage(ctx: stages.Context, model_dir: Path, q: str, out: Path,
+                  before: Optional[Callable[[], None]] = None) -> None:
+    """The HF model folder as a 16-bit GGUF (F16 or BF16), by llama.cpp's own converter. ``before`` runs when the
+    conversion really runs (not when it is up to date): verification's reference starts there, alongside."""
     from . import convert, converter
 
     fp = {"model": stages.tree_sig(model_dir), "converter": converter.installed_version(), "outtype": q}
-    stages.run(ctx, stages.Stage("convert", f"convert:{q}", fp, [out], detail=ctx.rel(out),
-                                 write=lambda tmp: convert.to_gguf(model_dir, tmp, q.lower(), stage="convert")))
+
+    def write(tmp: Path) -> None:
+        if before is not None:
+            before()
+        convert.to_gguf(model_dir, tmp, q.lower(), stage="convert")
+
+    stages.run(ctx, stages.Stage("convert", f"convert:{q}", fp, [out], detail=ctx.rel(out), write=write))
 
 
 def lora_stage(ctx: stages.Context, plan: Plan, base_dir: Path) -> Path:
@@ -321,8 +338,8 @@ def modelfile_stage(ctx: stages.Context, q: str, gguf: Path, adapter_gguf: Optio
     return ctx.rel(out)
 
 
-def verify_stage(ctx: stages.Context, plan: Plan, model_dir: Path, files: dict[str, Path],
-                 modelfiles: dict[str, str], adapter_gguf: Optional[Path], settings: dict) -> dict:
+def verify_stage(ctx: stages.Context, plan: Plan, files: dict[str, Path], modelfiles: dict[str, str],
+                 adapter_gguf: Optional[Path], settings: dict, reference: Any) -> dict:
     """Every GGUF against the trained model (tokens, greedy output, template); a crashing check is a failed one."""
     from . import verify
 
@@ -330,14 +347,13 @@ def verify_stage(ctx: stages.Context, plan: Plan, model_dir: Path, files: dict[s
     fp = {"gguf": {q: stages.file_sig(p) for q, p in files.items()},
           "modelfiles": {q: stages.file_sig(ctx.run_dir / r) for q, r in modelfiles.items()},
           "adapter": stages.file_sig(adapter_gguf) if adapter_gguf else None,
-          "reference": stages.tree_sig(plan.adapter_dir if adapter_only else model_dir)}
+          "reference": stages.tree_sig(plan.adapter_dir if adapter_only else reference.reference_dir)}
     prev = (ctx.data.get("export") or {}).get("verification") or {}
     out: dict = {}
 
     def write() -> dict:
         try:
-            ver = verify.verify_all(ctx, files=files, modelfiles=modelfiles, reference_dir=model_dir,
-                                    adapter_dir=plan.adapter_dir if adapter_only else None,
+            ver = verify.verify_all(ctx, files=files, modelfiles=modelfiles, reference=reference,
                                     adapter_gguf=adapter_gguf, settings=settings)
         except (KeyboardInterrupt, SystemExit):
             raise

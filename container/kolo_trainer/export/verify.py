@@ -224,18 +224,87 @@ def _config_eos(model_dir: Path) -> Any:
     return SimpleNamespace(eos_token_id=ids)
 
 
-def verify_all(ctx: stages.Context, *, files: dict[str, Path], modelfiles: dict[str, str], reference_dir: Path,
-               adapter_dir: Optional[Path], adapter_gguf: Optional[Path], settings: dict) -> dict:
-    """All checks, llama.cpp's first and the HF model's last: PyTorch's idle OpenMP threads keep spinning after a
-    forward pass and would slow every llama.cpp call made after it on a small machine. ``timings`` says where the
-    seconds went."""
-    import time
+class Reference:
+    """The HF side of verification: the tokenizer, the prompts and sequences to check, and the HF model's argmax
+    along them. It depends on the trained model only, never on a GGUF, so export starts it (:meth:`start`) in a
+    background thread while llama.cpp's converter -- a subprocess on one core -- writes the F16 GGUF: ``import
+    transformers``, the fp32 load and the forward pass then cost the export no wall time on a machine with a
+    second core. Not started (a cached conversion, or a model whose fp32 copy would not fit next to the
+    converter), it computes inline: the inputs first, the HF forward pass last (see :func:`verify_all`)."""
 
+    def __init__(self, ctx: stages.Context, reference_dir: Path, adapter_dir: Optional[Path]):
+        self.ctx, self.reference_dir, self.adapter_dir = ctx, reference_dir, adapter_dir
+        self._inputs: Optional[SimpleNamespace] = None
+        self._tops: Optional[tuple[list, list]] = None
+        self._thread: Any = None
+        self._error: Optional[BaseException] = None
+        self.background_s: Optional[float] = None
+
+    def start(self) -> None:
+        import threading
+
+        if self._thread is None and self._inputs is None and _fp32_fits(self.reference_dir):
+            self._thread = threading.Thread(target=self._background, name="kolo-verify-reference", daemon=True)
+            self._thread.start()
+
+    def _background(self) -> None:
+        import time
+
+        import torch
+
+        t = time.monotonic()
+        try:
+            # One core stays with the converter (and later the quantiser); a pool of idle spinning OpenMP threads
+            # would slow both.
+            torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
+            self._compute_inputs()
+            self._compute_tops()
+        except BaseException as e:  # re-raised in the main thread by _join, where verification reports it
+            self._error = e
+        self.background_s = round(time.monotonic() - t, 2)
+
+    def _join(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            raise self._error
+
+    def inputs(self) -> SimpleNamespace:
+        self._join()
+        return self._compute_inputs()
+
+    def tops(self) -> tuple[list, list]:
+        self._join()
+        return self._compute_tops()
+
+    def _compute_inputs(self) -> SimpleNamespace:
+        if self._inputs is None:
+            self._inputs = _reference_inputs(self.ctx, self.reference_dir, self.adapter_dir)
+        return self._inputs
+
+    def _compute_tops(self) -> tuple[list, list]:
+        if self._tops is None:
+            self._tops = hf_next_tokens(_hf_model(self.reference_dir, self.adapter_dir), self._compute_inputs().seqs)
+        return self._tops
+
+
+def _fp32_fits(model_dir: Path) -> bool:
+    """The fp32 copy of the weights (twice a 16-bit checkpoint) fits in half of the memory available now."""
+    weights = sum(p.stat().st_size for p in model_dir.glob("*.safetensors")) + \
+        sum(p.stat().st_size for p in model_dir.glob("*.bin"))
+    try:
+        avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return 2 * weights < avail // 2
+
+
+def _reference_inputs(ctx: stages.Context, reference_dir: Path, adapter_dir: Optional[Path]) -> SimpleNamespace:
+    """The tokenizer, chat template, prompts and teacher-forced sequences, from the run's training data."""
     from transformers import AutoTokenizer
 
-    t0 = time.monotonic()
-    timings: dict[str, float] = {}
-    v = SimpleNamespace(problems=[], warnings=[], res={}, step=0, total=0)
+    warnings: list[str] = []
     ct = ctx.data.get("chat_template") or {}
     tok_dir = adapter_dir if adapter_dir is not None and (adapter_dir / "tokenizer_config.json").is_file() \
         else reference_dir
@@ -246,45 +315,65 @@ def verify_all(ctx: stages.Context, *, files: dict[str, Path], modelfiles: dict[
     if not convs:
         convs = [list(c) for c in templates.BATTERY if any(m["role"] == "assistant" for m in c[1:])]
         source = "kolo's template test conversations (the training file could not be read)"
-        v.warnings.append(f"prompts taken from {source}")
+        warnings.append(f"prompts taken from {source}")
     # Short prompts first: the check is about tokenisation and decoding, not about long contexts.
     prompts = sorted((prompt_of(c) for c in convs), key=lambda p: sum(len(m["content"]) for m in p))[:N_PROMPTS]
     convs_tf = sorted((c[:len(prompt_of(c)) + 1] for c in convs),
                       key=lambda c: sum(len(m["content"]) for m in c))[:N_GREEDY]
-    v.total = len(files) + len(prompts) + len(convs_tf) + 1
-    timings["tokenizer"] = round(time.monotonic() - t0, 2)
-
-    hf_ids = [hf_prompt_ids(tok, jinja, p, date) for p in prompts]
     seqs = [hf_prompt_ids(tok, jinja, c, date, agp=False)[:MAX_TF_TOKENS] for c in convs_tf]
-    starts = [min(len(hf_prompt_ids(tok, jinja, prompt_of(c), date)), len(s)) - 1 for c, s in zip(convs_tf, seqs)]
+    return SimpleNamespace(
+        tok=tok, jinja=jinja, date=date, convs=convs, source=source, warnings=warnings, prompts=prompts,
+        hf_ids=[hf_prompt_ids(tok, jinja, p, date) for p in prompts], seqs=seqs,
+        starts=[min(len(hf_prompt_ids(tok, jinja, prompt_of(c), date)), len(s)) - 1 for c, s in zip(convs_tf, seqs)])
+
+
+def verify_all(ctx: stages.Context, *, files: dict[str, Path], modelfiles: dict[str, str], reference: Reference,
+               adapter_gguf: Optional[Path], settings: dict) -> dict:
+    """All checks, llama.cpp's first and the HF model's last (unless the reference was computed in the background
+    already): PyTorch's idle OpenMP threads keep spinning after a forward pass and would slow every llama.cpp call
+    made after it on a small machine. ``timings`` says where the seconds went."""
+    import time
+
+    t0 = time.monotonic()
+    timings: dict[str, float] = {}
+    ref = reference.inputs()
+    if reference.background_s is not None:
+        timings["reference_in_background"] = reference.background_s
+    v = SimpleNamespace(problems=[], warnings=list(ref.warnings), res={}, step=0, total=0)
+    v.total = len(files) + len(ref.prompts) + len(ref.seqs) + 1
+    timings["tokenizer"] = round(time.monotonic() - t0, 2)
     # The context must hold the longest prompt plus the generated tokens (llama.cpp refuses more).
-    n_ctx = max(512, max((len(i) for i in hf_ids), default=0) * 2 + NEW_TOKENS + 16, MAX_TF_TOKENS + 16)
-    stops = stop_ids(tok, _config_eos(reference_dir), settings.get("stop") or [])
+    n_ctx = max(512, max((len(i) for i in ref.hf_ids), default=0) * 2 + NEW_TOKENS + 16, MAX_TF_TOKENS + 16)
+    stops = stop_ids(ref.tok, _config_eos(reference.reference_dir), settings.get("stop") or [])
     t = time.monotonic()
     f16 = _load_llama(files["F16"], adapter_gguf, n_ctx=n_ctx, logits_all=True)
-    gg_ids = _token_parity(v, tok, f16, jinja, date, prompts, hf_ids, source)
-    gg_tops = [gguf_next_tokens(f16, seq) for seq in seqs]
-    v.res["load"] = _load_checks(v, files, f16, adapter_gguf, n_ctx, gg_ids[0] if gg_ids else [f16.token_bos()],
-                                 stops, gg_tops[0][starts[0]:] if gg_tops else None)
+    gg_ids = _token_parity(v, ref.tok, f16, ref.jinja, ref.date, ref.prompts, ref.hf_ids, ref.source)
+    gg_tops = [gguf_next_tokens(f16, seq) for seq in ref.seqs]
+    v.res["load"] = _load_checks(v, files, f16, adapter_gguf, n_ctx,
+                                 gg_ids[0] if gg_ids else [f16.token_bos()], stops,
+                                 gg_tops[0][ref.starts[0]:] if gg_tops else None)
     timings["llama.cpp"] = round(time.monotonic() - t, 2)
     t = time.monotonic()
-    v.res["template"] = template_check(ctx, jinja, tok, convs, modelfiles, settings)
-    _tick(v)
-    tc = v.res["template"]
-    if tc["status"] == "failed":
-        v.problems.extend(tc["problems"])
-    elif tc["status"].startswith("skipped"):
-        v.warnings.append(f"template check {tc['status']}")
-    v.res["residual"] = tc.get("residual") or []
+    _template_result(v, template_check(ctx, ref.jinja, ref.tok, ref.convs, modelfiles, settings))
     timings["template"] = round(time.monotonic() - t, 2)
     t = time.monotonic()
-    _next_token_parity(v, _hf_model(reference_dir, adapter_dir), seqs, starts, gg_tops)
+    _next_token_parity(v, reference.tops(), ref.starts, gg_tops)
     timings["hf_model"] = round(time.monotonic() - t, 2)
     timings["total"] = round(time.monotonic() - t0, 2)
     status = "failed" if v.problems else ("passed with warnings" if v.warnings else "passed")
     for w in v.warnings:
         progress.emit("warning", message=w)
     return {"status": status, "problems": v.problems, "warnings": v.warnings, **v.res, "timings": timings}
+
+
+def _template_result(v: SimpleNamespace, tc: dict) -> None:
+    v.res["template"] = tc
+    _tick(v)
+    if tc["status"] == "failed":
+        v.problems.extend(tc["problems"])
+    elif tc["status"].startswith("skipped"):
+        v.warnings.append(f"template check {tc['status']}")
+    v.res["residual"] = tc.get("residual") or []
 
 
 def _tick(v: SimpleNamespace) -> None:
@@ -335,10 +424,10 @@ def _load_checks(v: SimpleNamespace, files: dict[str, Path], f16: Any, adapter_g
     return load
 
 
-def _next_token_parity(v: SimpleNamespace, model: Any, seqs: list[list[int]], starts: list[int],
+def _next_token_parity(v: SimpleNamespace, hf: tuple[list, list], starts: list[int],
                        gg_tops: list[list[int]]) -> None:
     """(b2) along whole training conversations (teacher forcing): the F16 GGUF's argmax vs the HF model's."""
-    hf_top, hf_margin = hf_next_tokens(model, seqs)
+    hf_top, hf_margin = hf
     greedy = []
     for i, gg_top in enumerate(gg_tops):
         entry = _tf_entry(i, starts[i], hf_top[i], hf_margin[i], gg_top)
