@@ -256,9 +256,9 @@ def load_tokenizer(base_model: str, data_root: Optional[str]) -> Any:
 
     local = None
     if data_root and not os.path.isabs(base_model):
-        from .names import resolve_under
+        from .runfolder import DataRoot
 
-        candidate = resolve_under(data_root, base_model, "--base-model")
+        candidate = DataRoot(data_root).resolve(base_model, "--base-model")
         if candidate.is_dir():
             local = candidate
         elif (Path(data_root) / base_model.replace("\\", "/").split("/")[0]).is_dir():
@@ -321,9 +321,9 @@ def preview_main(argv: list[str]) -> int:
     args = ap.parse_args(argv)
     if not args.data_root:
         raise OptionsError(["--data-root: required (or set KOLO_DATA)"])
-    from .names import resolve_under
+    from .runfolder import DataRoot
 
-    path = resolve_under(args.data_root, args.file, "data file")
+    path = DataRoot(args.data_root).resolve(args.file, "data file")
     res = data.load(path, args.data_format, display_name=args.file)
     if not res.rows:
         data.raise_if_invalid(res, skip_invalid=True)  # raises: nothing valid to show

@@ -8,17 +8,14 @@ Modelfile takes it), or a segment too long for the file names kolo derives from 
 as one inert argv element (tests/unit/trainer/test_names.py shows it). Every later stage (export, Ollama, LM
 Studio) accepts what passes here, so a bad name is refused before training, not after.
 
-Functions raise ``ValueError`` (pydantic turns it into a per-option message); :func:`resolve_under` raises
-:class:`~kolo_trainer.errors.NameError_` for callers outside option validation.
+Functions raise ``ValueError`` (pydantic turns it into a per-option message). Resolving a name against the data
+root (links included) is :meth:`kolo_trainer.runfolder.DataRoot.resolve`'s job.
 """
 
 from __future__ import annotations
 
-import os
 import unicodedata
-from pathlib import Path, PurePosixPath
-
-from .errors import NameError_
+from pathlib import PurePosixPath
 
 
 #: Longest path segment in UTF-8 bytes: file systems allow 255, and kolo derives names up to ~50 bytes longer
@@ -76,16 +73,3 @@ def check_run_name(value: str) -> None:
     check_text(value)
     _check_lengths(value, MAX_RUN_NAME_BYTES)  # before check_plain's general limit, so the message names this one
     check_plain(value)
-
-
-def resolve_under(root: str | os.PathLike, rel: str, what: str = "name") -> Path:
-    """``root/rel``, refusing anything that escapes ``root`` (symlinks included)."""
-    try:
-        check_relative(rel)
-    except ValueError as e:
-        raise NameError_(f"{what} {rel!r}: {e}") from None
-    root_p = Path(root).resolve()
-    p = (root_p / rel).resolve()
-    if p != root_p and root_p not in p.parents:
-        raise NameError_(f"{what} {rel!r} resolves outside the data root {root_p}")
-    return p

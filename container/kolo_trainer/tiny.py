@@ -180,9 +180,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--force", action="store_true")
     a = p.parse_args(argv)
-    from . import names
+    from .runfolder import DataRoot
 
-    out = names.resolve_under(a.data_root, f"models/{a.name}", "model name")
+    out = DataRoot(a.data_root).resolve(f"models/{a.name}", "model name")
     build(out, family=a.family, template=a.template, hidden_size=a.hidden_size, num_layers=a.layers, force=a.force)
     print(f"tiny model ready: {out}")
     return 0

@@ -569,7 +569,7 @@ def resolve(chat_template_option: str, tokenizer_chat_template: Optional[str], d
     unless ``emit_warning=False``). Raises OptionsError for unusable options.
     """
     from ..errors import NameError_, OptionsError
-    from ..names import resolve_under
+    from ..runfolder import DataRoot
 
     date = date or _PINNED_DATE or today()
     pin_date(date)
@@ -582,7 +582,7 @@ def resolve(chat_template_option: str, tokenizer_chat_template: Optional[str], d
         return _from_unregistered("auto", tokenizer_chat_template, "model", bos_token, eos_token, emit_warning, date)
     if opt.lower().endswith(".jinja"):
         try:
-            path = resolve_under(data_root, opt, "--chat-template")
+            path = DataRoot(data_root).resolve(opt, "--chat-template")
         except NameError_ as e:
             raise OptionsError([e.message]) from None
         try:

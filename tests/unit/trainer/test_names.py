@@ -31,15 +31,17 @@ def test_check_plain_is_one_folder():
         names.check_plain("a/b")
 
 
-def test_resolve_under_refuses_symlink_escape(tmp_path):
+def test_data_root_resolve_refuses_symlink_escape(tmp_path):
+    from kolo_trainer.runfolder import DataRoot
+
     root = tmp_path / "root"
     (root / "data").mkdir(parents=True)
     (root / "data" / "link").symlink_to(tmp_path)
-    assert names.resolve_under(root, "data/x.jsonl") == root.resolve() / "data" / "x.jsonl"
+    assert DataRoot(root).resolve("data/x.jsonl") == root.resolve() / "data" / "x.jsonl"
     with pytest.raises(NameError_, match="outside the data root"):
-        names.resolve_under(root, "data/link/secret")
+        DataRoot(root).resolve("data/link/secret")
     with pytest.raises(NameError_, match="'..'"):
-        names.resolve_under(root, "../x")
+        DataRoot(root).resolve("../x")
 
 
 @pytest.mark.parametrize("name", ["it's a test", "a; rm -rf ~", "$(id) `id`", 'say "hi"'])
