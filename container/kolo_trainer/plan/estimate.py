@@ -121,7 +121,10 @@ def seconds_per_epoch(a: arch_mod.Arch, s: mem.Setup, m: Machine, tokens: int) -
 
 
 def gib(n: int | float | None) -> str:
-    return "?" if n is None else f"{n / GIB:.2f} GiB"
+    """A size for messages: GiB, or MiB below one GiB."""
+    if n is None:
+        return "?"
+    return f"{n / GIB:.2f} GiB" if n >= GIB else f"{n / 1024 ** 2:.1f} MiB"
 
 
 def _steps(opts: Any, rows: int) -> int | None:

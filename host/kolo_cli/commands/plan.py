@@ -96,12 +96,19 @@ def plan(flags: dict[str, Any], config: Optional[Path], as_json: bool) -> None:
 
 
 def _gib(n: Any) -> str:
-    return "?" if n is None else f"{n / 1024 ** 3:.2f} GiB"
+    if n is None:
+        return "?"
+    for unit, k in (("GiB", 3), ("MiB", 2), ("KiB", 1)):
+        if n >= 1024 ** k or k == 1:
+            return f"{n / 1024 ** k:.2f} {unit}"
+    return f"{n} B"
 
 
 def _duration(s: Any) -> str:
     if s is None:
         return "unknown (no data, or a GPU kolo has no figures for)"
+    if s < 1:
+        return "< 1 s"
     return f"~{s:.0f} s" if s < 120 else f"~{s / 60:.0f} min" if s < 7200 else f"~{s / 3600:.1f} h"
 
 
@@ -133,7 +140,7 @@ def _disk_table(p: dict[str, Any]) -> Any:
     t.add_column(justify="right")
     t.add_row("checkpoints", f"{d['checkpoints']} x {_gib(d['checkpoint_bytes'])}")
     t.add_row("adapter/" if p["setup"]["method"] != "full" else "model/", _gib(d["final_bytes"]))
-    if d["requested"]:
+    if d["merged_bytes"]:
         t.add_row("merged/ (16-bit)", _gib(d["merged_bytes"]))
     for q, b in d["gguf_bytes"].items():
         t.add_row(f"GGUF {q}" + (" *" if q in d["requested"] else ""), _gib(b))
