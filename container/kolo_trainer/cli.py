@@ -18,6 +18,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "train": ("kolo_trainer.train.main:run", "Fine-tune a model (LoRA, QLoRA or full)."),
     "export": ("kolo_trainer.export.main:run", "Merge, convert to GGUF, quantise, write Modelfiles, verify."),
     "chat": ("kolo_trainer.export.chat:run", "Chat with an exported GGUF through its Modelfile template."),
+    "chat-stream": ("kolo_trainer.export.chat:stream_main", "One chat answer as JSON lines (for kolo chat --web)."),
     "eval": ("kolo_trainer.eval.main:run", "Measure each GGUF against the HF model (loss, KL, top-1, answers)."),
     "check": ("kolo_trainer.data:check_main", "Validate a data file and print statistics."),
     "preview": ("kolo_trainer.masking:preview_main", "Show one rendered example with the trained tokens marked."),

@@ -9,6 +9,7 @@ or at any of the Modelfile's stop strings.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from dataclasses import dataclass
@@ -189,3 +190,56 @@ def run(argv: list[str]) -> int:
             continue
         s.ask(line, opts.max_tokens, out=sys.stdout)
         print()
+
+
+# ------------------------------------------------------------------------------------------------ JSON lines
+
+
+class _JsonLines:
+    """A ``Session.ask`` output that writes each streamed piece as one JSON line ``{"token": "..."}``."""
+
+    def __init__(self, stream: Any):
+        self.stream = stream
+
+    def write(self, text: str) -> None:
+        if text:
+            self.stream.write(json.dumps({"token": text}, ensure_ascii=False) + "\n")
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+def _conversation(text: str) -> tuple[list[dict], Optional[str]]:
+    """The request line: ``{"messages": [{role, content}...] ending with the user's turn, "system": str|null}``."""
+    try:
+        req = json.loads(text)
+        msgs = [{"role": str(m["role"]), "content": str(m["content"])} for m in req["messages"]]
+    except (ValueError, KeyError, TypeError):
+        raise OptionsError(["the request is not {\"messages\": [{\"role\", \"content\"}, ...], \"system\"?}"]) from None
+    if not msgs or msgs[-1]["role"] != "user" or any(m["role"] not in ("user", "assistant") for m in msgs):
+        raise OptionsError(["the messages must be user/assistant turns ending with the user's"])
+    system = req.get("system")
+    return msgs, (str(system) if system not in (None, "") else None)
+
+
+def stream_main(argv: list[str]) -> int:
+    """``python -m kolo_trainer chat-stream --output-dir RUN [--quantization Q] [--temperature N] [--max-tokens N]``:
+    one answer for ``kolo chat --web``. Reads one conversation as JSON from stdin, writes ``{"ready", "quantization"}``,
+    then ``{"token"}`` lines as the answer streams (held back where a stop string may be starting, cut at one),
+    then ``{"done": true, "answer"}``. Errors go the usual way (``error:`` on stderr, the exit code)."""
+    root_s, rest = spec.pop_data_root(list(argv))
+    opts, _explicit = spec.parse_argv(ChatOptions, rest, prog="python -m kolo_trainer chat-stream")
+    assert isinstance(opts, ChatOptions)
+    msgs, system = _conversation(sys.stdin.readline())
+    run = DataRoot(root_s).check().run(opts.output_dir, "output dir")
+    files = exported(run, opts.quantization)
+    s = Session(files, opts.temperature)
+    out = sys.stdout
+    out.write(json.dumps({"ready": True, "quantization": files.quant}) + "\n")
+    out.flush()
+    # A system prompt of the conversation's own replaces the Modelfile's SYSTEM, as in an Ollama chat request.
+    s.messages = ([{"role": "system", "content": system}] if system else []) + msgs[:-1]
+    answer = s.ask(msgs[-1]["content"], opts.max_tokens, out=_JsonLines(out))
+    out.write(json.dumps({"done": True, "answer": answer}, ensure_ascii=False) + "\n")
+    out.flush()
+    return 0

@@ -29,7 +29,8 @@ EXPORT_HELP = (
 
 CHAT_HELP = (
     "Chat with an exported GGUF through its Modelfile (TEMPLATE, SYSTEM, stop strings), without Ollama.\n\n"
-    "Example: kolo chat my-run --prompt \"What is kolo?\"   |   kolo chat my-run   (interactive; Ctrl-D ends)"
+    "Example: kolo chat my-run --prompt \"What is kolo?\"   |   kolo chat my-run   (interactive; Ctrl-D ends)   |   "
+    "kolo chat my-run --web   (in the browser)"
 )
 
 
@@ -100,16 +101,52 @@ def export(flags: dict[str, Any], run: str, dry_run: bool) -> None:
     _run_trainer("export", ExportOptions, explicit, dry_run, interactive=False)
 
 
-def chat(flags: dict[str, Any], run: str, dry_run: bool) -> None:
+def chat(flags: dict[str, Any], run: str, dry_run: bool, web: bool = False, port: int = 7860) -> None:
     from kolo_trainer.export.chat import exported
     from kolo_trainer.options import ChatOptions
 
     explicit, problems = _validate(ChatOptions, flags, run)
+    if web:
+        problems += [f"--{k.replace('_', '-')} is for the terminal chat; the browser chat has its own field"
+                     for k in ("prompt", "max_tokens") if k in explicit] + \
+            (["--dry-run runs nothing; --web starts a server"] if dry_run else [])
+        _check_run(run, problems, lambda r: exported(r, explicit.get("quantization")), "chat")
+        _web_chat(run, port)
+        return
     if not dry_run:
         _check_run(run, problems, lambda r: exported(r, explicit.get("quantization")), "chat")
     elif problems:
         raise OptionsError(problems, hint="see `kolo chat --help`")
     _run_trainer("chat", ChatOptions, explicit, dry_run, interactive=True)
+
+
+def _web_chat(run: str, port: int) -> None:
+    """`kolo chat RUN --web`: the Training Manager's app (its chat page; no job worker: that is `kolo serve`'s) on
+    127.0.0.1 only, with the key rules of `kolo serve` (created at the first start, 0600, shown once)."""
+    import socket
+
+    try:
+        import uvicorn
+
+        from ..server.app import ServerConfig, create_app, read_key
+        from ..server.routes_chat import chat_url
+    except ImportError as e:
+        raise KoloError(f"kolo chat --web needs the server extra ({e.name} is not installed)",
+                        hint="pip install -e 'host[server]' (scripts/install.sh installs it)") from None
+    from .serve import _new_key
+
+    with socket.socket() as probe:  # a port in use is one message now, not a uvicorn traceback later
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            raise OptionsError([f"--port {port}: 127.0.0.1:{port} is in use"], hint="pick another with --port N")
+    root = STATE.data()
+    cfg = ServerConfig(data_root=root.path, runtime=STATE.runtime, container=STATE.container, debug=STATE.debug,
+                       jobs=False)
+    key = read_key(cfg) or _new_key(cfg, root)
+    print(f"kolo chat: {chat_url('127.0.0.1', port, run)} (the page asks once for the API key; "
+          "`kolo serve --show-key` prints it; Ctrl-C stops)", flush=True)
+    uvicorn.run(create_app(cfg, key), host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
 def _extras(run_help: str) -> list[inspect.Parameter]:
@@ -129,8 +166,15 @@ def register(app: typer.Typer) -> None:
 
     make_command(app, "export", "kolo_trainer.options:ExportOptions", export, EXPORT_HELP,
                  _extras("The training run to export (folder name under outputs/)."), rich_help_panel="Export")
+    kw = inspect.Parameter.KEYWORD_ONLY
+    web = [inspect.Parameter("web", kw, annotation=bool, default=typer.Option(
+               False, "--web", help="Chat in the browser: the Training Manager's chat page on 127.0.0.1 (answers "
+               "stream in; conversations are saved in outputs/RUN/chats/).", rich_help_panel="Browser")),
+           inspect.Parameter("port", kw, annotation=int, default=typer.Option(
+               7860, "--port", min=1, max=65535, help="Port of the browser chat (with --web).",
+               rich_help_panel="Browser"))]
     make_command(app, "chat", "kolo_trainer.options:ChatOptions", chat, CHAT_HELP,
-                 _extras("The exported run (folder name under outputs/)."), rich_help_panel="Export")
+                 _extras("The exported run (folder name under outputs/).") + web, rich_help_panel="Export")
 
 
 if __name__ == "__main__":  # pragma: no cover

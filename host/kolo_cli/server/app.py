@@ -37,6 +37,7 @@ class ServerConfig:
     max_upload: int = DEFAULT_MAX_UPLOAD
     debug: bool = False
     gpus: Optional[list[Optional[str]]] = None  # worker i -> its CUDA_VISIBLE_DEVICES (worker.assign_gpus)
+    jobs: bool = True  # False: no job worker (kolo chat --web; a kolo serve may own the jobs)
 
     @property
     def server_dir(self) -> Path:
@@ -122,7 +123,8 @@ def create_app(cfg: ServerConfig, key: str) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         broker.bind()
-        worker.start()
+        if cfg.jobs:
+            worker.start()
         try:
             yield
         finally:
@@ -143,6 +145,9 @@ def create_app(cfg: ServerConfig, key: str) -> FastAPI:
     for module in (routes_datasets, routes_jobs, routes_artifacts):
         app.include_router(module.router, prefix="/api/v1", dependencies=[Depends(require_key)])
     web.mount(app)
+    from . import routes_chat
+
+    app.include_router(routes_chat.router)  # the chat page + its API (kolo chat --web serves this app)
     return app
 
 

@@ -45,9 +45,15 @@ def page(request: Request, name: str, status: int = 200, **ctx: Any) -> HTMLResp
 
 
 # ------------------------------------------------------------------------------------------------- login
+def _next(value: Any) -> str:
+    """Where to go after logging in: a path of this server only (never another site: ``//host`` is refused)."""
+    v = str(value or "")
+    return v if v.startswith("/") and not v.startswith("//") and "\\" not in v else "/jobs"
+
+
 @router.get("/login")
-def login_form(request: Request) -> HTMLResponse:
-    return page(request, "login.html", error=None)
+def login_form(request: Request, next: str = "/jobs") -> HTMLResponse:
+    return page(request, "login.html", error=None, next=_next(next))
 
 
 @router.post("/login")
@@ -55,8 +61,9 @@ async def login(request: Request) -> Response:
     form = await request.form()
     key = str(form.get("key") or "").strip()
     if not hmac.compare_digest(key.encode(), request.app.state.key.encode()):
-        return page(request, "login.html", 401, error="wrong key (`kolo serve --show-key` prints it)")
-    resp = RedirectResponse("/jobs", status_code=303)
+        return page(request, "login.html", 401, error="wrong key (`kolo serve --show-key` prints it)",
+                    next=_next(form.get("next")))
+    resp = RedirectResponse(_next(form.get("next")), status_code=303)
     resp.set_cookie(COOKIE, key, httponly=True, samesite="strict", path="/")
     return resp
 
@@ -262,4 +269,8 @@ def mount(app: Any) -> None:
 
     @app.exception_handler(LoginRequired)
     async def to_login(request: Request, exc: LoginRequired) -> Response:
-        return RedirectResponse("/login", status_code=303)
+        from urllib.parse import quote
+
+        path = request.url.path  # back to the page asked for after logging in (the job list is the default)
+        return RedirectResponse("/login" if path in ("/", "/jobs") else "/login?next=" + quote(path, safe="/"),
+                                status_code=303)
