@@ -202,6 +202,52 @@ def test_add_appends_without_touching_old_vectors_and_skips_duplicates(tmp_path:
     assert r.returncode == 0 and not (root / "outputs" / "small").exists(), r.stderr
 
 
+def exported_tiny_run(root: Path, name: str = "tinyrun") -> str:
+    """The cheapest run kolo can answer with: the tiny model (1 layer, hidden 64; never trained, so its answers are
+    noise) as a finished full fine-tune with the chatml template, exported to Q8_0 without verification, in-process
+    (the export itself is test_export.py's subject). What a test checks with it is what reaches llama.cpp."""
+    from test_export import _require_export_stack
+
+    from kolo_trainer import manifest, templates, tiny
+    from kolo_trainer.export import main
+
+    _require_export_stack()
+    run = root / "outputs" / name
+    tiny.build(run / "model", hidden_size=64, num_layers=1)
+    entry = templates.get("chatml")
+    manifest.update(run, status="finished", method="full",
+                    options={"max_seq_length": 2048, "method": "full", "chat_template": "chatml"},
+                    chat_template={"name": "chatml", "jinja": entry.jinja, "ollama_template": entry.ollama,
+                                   "stop": list(entry.stop), "system": None, "proven": True, "source": "registry",
+                                   "registry_match": "chatml"})
+    assert main.run(["--output-dir", name, "--quantization", "Q8_0", "--no-verify", "--data-root", str(root)]) == 0
+    return name
+
+
+def test_query_with_run_answers_with_the_runs_gguf_from_the_retrieved_passages(built: Path) -> None:
+    """`kolo rag query --run`: the trainer retrieves and answers with the run's GGUF through llama.cpp (the one
+    ``export.chat.Session``). Greedy (--temperature 0), so the answer must be exactly what that GGUF gives for the
+    RAG prompt built from the same retrieval, and not what it gives for the bare question."""
+    from kolo_trainer.export.chat import Session, exported
+    from kolo_trainer.rag.retrieve import Retriever, prompt
+    from kolo_trainer.runfolder import DataRoot
+
+    run = exported_tiny_run(built)
+    q = "How long is maternity leave?"
+    r = kolo(built, "rag", "query", "handbook", q, "--run", run, "--top-k", "2", "--max-tokens", "12",
+             "--temperature", "0")
+    assert r.returncode == 0, r.stderr[-2000:]
+    root = DataRoot(built)
+    hits = Retriever(root, "handbook").retrieve(q, 2)
+    files = exported(root.run(run, "--run"), None)
+    expected = Session(files, 0.0).ask(prompt(q, hits), 12)
+    assert r.stdout.strip() == expected.strip() and expected.strip()
+    assert Session(files, 0.0).ask(q, 12) != expected
+    assert "[1] data/docs/parental-leave.md:1" in r.stderr and "Based on the following context" not in r.stdout
+    r = kolo(built, "rag", "query", "handbook", q, "--run", "never-exported")
+    assert r.returncode == 2 and "no run 'never-exported'" in r.stderr and "Traceback" not in r.stderr
+
+
 # ------------------------------------------------------------------------------------------------ bad input
 
 

@@ -24,7 +24,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit" / "host"))
 from server_helpers import Server  # noqa: E402
 from test_ollama_client import StandInOllama  # noqa: E402
-from test_rag import OFFLINE, _require_rag_stack, build_here, make_root  # noqa: E402  (tests/e2e)
+from test_rag import OFFLINE, _require_rag_stack, build_here, exported_tiny_run, make_root  # noqa: E402  (tests/e2e)
 
 pytestmark = [pytest.mark.server, pytest.mark.e2e]
 
@@ -149,6 +149,23 @@ def test_query_answers_through_ollama_from_the_retrieved_passages(srv: Server) -
     prompt = chats[0]["messages"][-1]["content"]
     assert prompt == out["prompt"] and prompt.startswith("Based on the following context, answer the question.")
     assert "26 weeks of fully paid maternity leave" in prompt and "(data/docs/parental-leave.md:1)" in prompt
+
+
+def test_query_answers_with_a_runs_gguf_in_the_warm_retriever(srv: Server) -> None:
+    """The retriever answers with the run's GGUF (``export.chat.Session``, a fresh conversation per request):
+    greedy, so exactly what that GGUF gives for the returned prompt, twice (no history carried over)."""
+    from kolo_trainer.export.chat import Session, exported
+    from kolo_trainer.runfolder import DataRoot
+
+    run = exported_tiny_run(srv.root)
+    ask = {"query": "How long is maternity leave?", "run": run, "top_k": 2, "max_tokens": 12, "temperature": 0}
+    with srv.http() as h:
+        first, second = (h.post("/api/v1/rag/handbook/query", json=ask) for _ in range(2))
+    assert first.status_code == 200, first.text
+    out = first.json()
+    assert out["answered_by"] == {"run": run} and out["sources"][0]["file"] == "data/docs/parental-leave.md"
+    expected = Session(exported(DataRoot(srv.root).run(run, "--run"), None), 0.0).ask(out["prompt"], 12)
+    assert out["answer"] == expected and second.json()["answer"] == expected
 
 
 def test_bad_requests_get_every_problem_and_start_nothing(srv: Server) -> None:

@@ -63,6 +63,6 @@ def query_main(argv: list[str]) -> int:
         return 0
     from ..export.chat import Session
 
-    Session(answer_with).ask(text, opts.max_tokens, out=sys.stdout)
+    Session(answer_with, opts.temperature).ask(text, opts.max_tokens, out=sys.stdout)
     print()
     return 0

@@ -78,6 +78,8 @@ class RagQueryOptions(_RagName):
                                "(as `kolo chat` does).")
     retrieve_only: bool = Field(False, description="Only retrieve: print the passages with sources and scores.")
     max_tokens: int = Field(256, ge=1, le=1_048_576, description="Longest answer in tokens (with --run).")
+    temperature: Optional[float] = Field(None, ge=0.0, le=5.0, description="Override the Modelfile's temperature "
+                                         "for the answer with --run (0 = greedy, reproducible).")
 
     @field_validator("question")
     @classmethod

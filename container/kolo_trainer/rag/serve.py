@@ -42,20 +42,19 @@ class _Answerers:
     def __init__(self, root: DataRoot):
         self.root, self.sessions = root, {}
 
-    def ask(self, run_name: str, text: str, max_tokens: int) -> str:
+    def ask(self, opts: RagQueryOptions, text: str) -> str:
         from ..export.chat import Session, exported
 
-        files = exported(self.root.run(run_name, "--run"), None)
+        assert opts.run is not None
+        files = exported(self.root.run(opts.run, "--run"), None)
         st = files.gguf.stat()
-        key = (run_name, str(files.gguf), st.st_ino, st.st_mtime_ns)
+        key = (opts.run, str(files.gguf), st.st_ino, st.st_mtime_ns, opts.temperature)
         session = self.sessions.get(key)
         if session is None:
-            self.sessions = {key: Session(files)}  # one model in memory at a time
+            self.sessions = {key: Session(files, opts.temperature)}  # one model in memory at a time
             session = self.sessions[key]
         session.messages = []  # every request is a conversation of its own
-        if hasattr(session.llm, "set_seed"):
-            session.llm.set_seed(0)  # the answer `kolo rag query --run` gives (a fresh Session is seeded 0)
-        return session.ask(text, max_tokens)
+        return session.ask(text, opts.max_tokens)
 
 
 def answer(retriever: Any, answerers: _Answerers, request: dict[str, Any]) -> dict[str, Any]:
@@ -68,7 +67,7 @@ def answer(retriever: Any, answerers: _Answerers, request: dict[str, Any]) -> di
     hits = retriever.retrieve(opts.question, opts.top_k)
     out: dict[str, Any] = {**hits, "prompt": prompt(opts.question, hits)}
     if opts.run is not None:
-        out["answer"] = answerers.ask(opts.run, out["prompt"], opts.max_tokens)
+        out["answer"] = answerers.ask(opts, out["prompt"])
     return out
 
 

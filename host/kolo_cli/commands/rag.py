@@ -183,7 +183,12 @@ def query(flags: dict[str, Any], index_name: str, question_text: str, ollama_mod
 
             exported(STATE.data().run(explicit["run"], "--run"), None)
     if ollama_model is None and not as_json:
-        _run_trainer("rag-query", "RagQueryOptions", explicit, dry_run)
+        # The trainer prints the passages (--retrieve-only) or streams the GGUF's answer (--run); its result event
+        # (the whole prompt) is kept, not shown.
+        shown = _Capture(quiet=False)
+        _run_trainer("rag-query", "RagQueryOptions", explicit, dry_run, shown)
+        if shown.result is not None and not explicit.get("retrieve_only"):
+            _print_sources(shown.result)
         return
     capture = _Capture(quiet=True)
     _run_trainer("rag-query", "RagQueryOptions", {**explicit, "retrieve_only": True}, dry_run, capture)
@@ -195,18 +200,29 @@ def query(flags: dict[str, Any], index_name: str, question_text: str, ollama_mod
         print(json.dumps({k: capture.result.get(k) for k in ("question", "documents", "sources", "scores")},
                          ensure_ascii=False, indent=2))
         return
-    _answer_with_ollama(ollama_model, ollama, capture.result)
+    _answer_with_ollama(ollama_model, ollama, capture.result, ollama_options(explicit))
 
 
-def _answer_with_ollama(model: str, url: Optional[str], result: dict[str, Any]) -> None:
+def ollama_options(explicit: dict[str, Any]) -> dict[str, Any]:
+    """--temperature and --max-tokens, when given, as Ollama's chat options (its own defaults otherwise)."""
+    names = {"temperature": "temperature", "max_tokens": "num_predict"}
+    return {names[k]: explicit[k] for k in names if explicit.get(k) is not None}
+
+
+def _answer_with_ollama(model: str, url: Optional[str], result: dict[str, Any], options: dict[str, Any]) -> None:
     from ..ollama_client import OllamaClient
 
     with OllamaClient(url) as client:
-        reply = client.chat(model, str(result["prompt"]))
+        reply = client.chat(model, str(result["prompt"]), options or None)
     print(str((reply.get("message") or {}).get("content", "")).strip())
-    for n, src in enumerate(result.get("sources") or [], 1):
-        from kolo_trainer.rag.retrieve import where
+    _print_sources(result)
 
+
+def _print_sources(result: dict[str, Any]) -> None:
+    """After an answer: where its passages came from (stderr, so stdout is the answer alone)."""
+    from kolo_trainer.rag.retrieve import where
+
+    for n, src in enumerate(result.get("sources") or [], 1):
         print(f"  [{n}] {where(src)}", file=sys.stderr)
 
 

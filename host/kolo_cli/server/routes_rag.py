@@ -37,7 +37,7 @@ REQUEST_TIMEOUT_S = 600.0
 #: Indexes kept warm at once: each holds its embedding model (~0.3 GB with torch) and its vectors.
 MAX_WARM = 4
 RETRIEVE_FIELDS = ("query", "top_k")
-QUERY_FIELDS = RETRIEVE_FIELDS + ("ollama_model", "ollama_url", "run", "max_tokens")
+QUERY_FIELDS = RETRIEVE_FIELDS + ("ollama_model", "ollama_url", "run", "max_tokens", "temperature")
 
 
 class TrainerReply(Exception):
@@ -275,9 +275,12 @@ async def retrieve(name: str, request: Request) -> dict[str, Any]:
 
 @router.post("/rag/{name}/query")
 async def query(name: str, request: Request) -> dict[str, Any]:
-    """``{query, top_k?, ollama_model, ollama_url?}`` or ``{query, top_k?, run, max_tokens?}`` -> ``{answer,
-    answered_by, prompt, documents, sources, scores}``: retrieve, then answer from the passages through Ollama
-    (``POST /api/chat``) or with a kolo run's exported GGUF through llama.cpp (as ``kolo chat`` does)."""
+    """``{query, top_k?, ollama_model, ollama_url?}`` or ``{query, top_k?, run}``, both with ``max_tokens?`` and
+    ``temperature?`` -> ``{answer, answered_by, prompt, documents, sources, scores}``: retrieve, then answer from
+    the passages through Ollama (``POST /api/chat``) or with a kolo run's exported GGUF through llama.cpp (as
+    ``kolo chat`` does)."""
+    from ..commands.rag import ollama_options
+
     body = await json_body(request)
     cfg = request.app.state.cfg
     req = await run_in_threadpool(_check, cfg, name, body, QUERY_FIELDS, _answer_problems(body))
@@ -288,7 +291,7 @@ async def query(name: str, request: Request) -> dict[str, Any]:
     else:
         reply = await run_in_threadpool(_ask, _pool(request), name, req)
         reply["answer"] = await run_in_threadpool(_ollama, body["ollama_model"], body.get("ollama_url"),
-                                                  reply["prompt"])
+                                                  reply["prompt"], ollama_options(req))
         by = {"ollama_model": body["ollama_model"]}
     return {"answer": reply["answer"], "answered_by": by, "prompt": reply["prompt"], **_passages(reply)}
 
@@ -306,14 +309,14 @@ def _exported(cfg: ServerConfig, run: str) -> None:
                        [f"run: {e.message}" + (f" ({e.hint})" if e.hint else "")]) from None
 
 
-def _ollama(model: str, url: Optional[str], prompt: str) -> str:
+def _ollama(model: str, url: Optional[str], prompt: str, options: dict[str, Any]) -> str:
     from kolo_trainer.errors import KoloError
 
     from ..ollama_client import ModelNotFound, OllamaClient, OllamaError, OllamaUnreachable
 
     try:
         with OllamaClient(url, timeout=REQUEST_TIMEOUT_S) as client:
-            reply = client.chat(model, prompt)
+            reply = client.chat(model, prompt, options or None)
     except OllamaUnreachable as e:
         raise ApiError(503, f"{e.message}: start Ollama, or send its address as ollama_url") from None
     except ModelNotFound as e:
