@@ -80,10 +80,17 @@ def run():
     if missing:
         raise NameError_("%s has no %s GGUF (exported: %s)" % (r.label, ", ".join(missing), ", ".join(have)),
                          "pull one of those, or export it: kolo export %s --quantization %s" % (args[0], missing[0]))
+    from kolo_trainer.export.modelfile import parse
     rels = []
     for q in sorted(want, key=QUANTIZATIONS.index):
         rels.append("gguf/%s-%s.gguf" % (args[0], q))
-        if (r.gguf_dir / ("Modelfile." + q)).is_file():
+        mf = r.gguf_dir / ("Modelfile." + q)
+        if mf.is_file():
+            # an --adapter-only export's Modelfile names the LoRA GGUF beside it (ADAPTER ./RUN-lora-F16.gguf)
+            for a in parse(mf.read_text(encoding="utf-8"), str(mf)).adapters:
+                rel = "gguf/" + os.path.normpath(a)
+                if rel not in rels and rel.count("/") == 1:
+                    rels.append(rel)
             rels.append("gguf/Modelfile." + q)
     rels.append(manifest.MANIFEST)  # last: the folder becomes a run here only when everything else arrived
     return {"quantizations": want,

@@ -85,6 +85,14 @@ def test_run_lists_what_pull_brings_with_kolo_json_last(data_root: Path) -> None
     assert res["exit_code"] == 2 and "has no Q4_K_M GGUF (exported: F16, Q8_0)" in res["error"]
 
 
+def test_run_brings_the_lora_gguf_an_adapter_only_modelfile_names(data_root: Path) -> None:
+    run = _run(data_root, "r", "finished", ["F16"])
+    (run / "gguf" / "r-lora-F16.gguf").write_bytes(b"GGUFlora")
+    (run / "gguf" / "Modelfile.F16").write_text("FROM ./r-F16.gguf\nADAPTER ./r-lora-F16.gguf\n")
+    assert [rel for rel, _ in script(data_root, "run", "r")["files"]] == [
+        "gguf/r-F16.gguf", "gguf/r-lora-F16.gguf", "gguf/Modelfile.F16", "kolo.json"]
+
+
 @pytest.mark.parametrize("status, quants, message", [
     ("finished", [], "has no exported GGUF to pull"),
     ("running", ["F16"], "its training did not finish"),
