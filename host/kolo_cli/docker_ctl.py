@@ -344,17 +344,7 @@ def up(cfg: UpConfig, cl: Any = None) -> tuple[Any, str]:
     cl = cl or client()
     existing = find(cl, cfg.name)
     if existing is not None:
-        mounted = mounted_data_root(existing)
-        note = ""
-        if data_root_volume(existing) is None and not is_remote() and mounted and \
-                os.path.realpath(mounted) != os.path.realpath(cfg.data_root):
-            note = f" (it mounts {mounted}; `kolo down && kolo up` to mount {cfg.data_root})"
-        if existing.status == "running":
-            return existing, f"container {cfg.name!r} is already running{note}"
-        with translated():
-            existing.start()
-            existing.reload()
-        return existing, f"started existing container {cfg.name!r}{note}"
+        return _start_existing(existing, cfg)
 
     with translated():
         try:
@@ -365,12 +355,7 @@ def up(cfg: UpConfig, cl: Any = None) -> tuple[Any, str]:
 
     remote = is_remote()
     root = cfg.data_root.resolve()
-    if remote:  # this machine's folders mean nothing to that engine: the data root is a volume there
-        volumes = {REMOTE_VOLUME: {"bind": CONTAINER_DATA_ROOT, "mode": "rw"}}
-    else:
-        for sub in ("data", "models", "outputs"):
-            (root / sub).mkdir(parents=True, exist_ok=True)
-        volumes = {str(root): {"bind": CONTAINER_DATA_ROOT, "mode": "rw"}}
+    volumes = _data_root_volumes(root, remote)
     for host, target in cfg.ro_mounts:
         volumes[host] = {"bind": target, "mode": "ro"}
     if image_env.get("HF_HOME"):
@@ -408,6 +393,30 @@ def up(cfg: UpConfig, cl: Any = None) -> tuple[Any, str]:
         if code != 0:
             raise DockerError(f"cannot create the data root's folders in {cfg.name!r}: {out.strip()[-300:]}")
     return c, f"created and started container {cfg.name!r} ({cfg.image}, GPUs: {'all' if want_gpu else 'none'})"
+
+
+def _start_existing(existing: Any, cfg: UpConfig) -> tuple[Any, str]:
+    mounted = mounted_data_root(existing)
+    note = ""
+    if data_root_volume(existing) is None and not is_remote() and mounted and \
+            os.path.realpath(mounted) != os.path.realpath(cfg.data_root):
+        note = f" (it mounts {mounted}; `kolo down && kolo up` to mount {cfg.data_root})"
+    if existing.status == "running":
+        return existing, f"container {cfg.name!r} is already running{note}"
+    with translated():
+        existing.start()
+        existing.reload()
+    return existing, f"started existing container {cfg.name!r}{note}"
+
+
+def _data_root_volumes(root: Path, remote: bool) -> dict[str, dict[str, str]]:
+    """The data root's mount: this machine's folder, or, for a remote engine (whose daemon cannot see this
+    machine's folders), the volume there."""
+    if remote:
+        return {REMOTE_VOLUME: {"bind": CONTAINER_DATA_ROOT, "mode": "rw"}}
+    for sub in ("data", "models", "outputs"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    return {str(root): {"bind": CONTAINER_DATA_ROOT, "mode": "rw"}}
 
 
 #: Run in a new remote container (argv: the data root): its folders, owned by the trainer's user.

@@ -160,6 +160,10 @@ def test_pull_brings_the_run_back_byte_for_byte(remote: Remote, tmp_path: Path) 
     listed = json.loads(remote("list", "--json", root=root, engine=()).stdout)
     assert [(x["name"], x["status"], x["quantizations"]) for x in listed["runs"]] == [
         (RUN, "finished", ["F16", "Q8_0"])]
+    # the pulled run is a run here: chat with its GGUF through its Modelfile, on this machine
+    chat = remote("chat", RUN, "--quantization", "Q8_0", "--prompt", "Hi", "--max-tokens", "4", root=root, engine=(),
+                  env={"KOLO_RUNTIME": "local"})
+    assert chat.returncode == 0, chat.stdout[-2000:] + chat.stderr[-2000:]
 
     # again: nothing to fetch, nothing rewritten
     before = {rel: (run / rel).stat().st_mtime_ns for rel in PULLED}
