@@ -200,14 +200,20 @@ def check_estimate(root: DataRoot, opts: Any, tp: TrainPlan) -> None:
         return
     if not p.fits_memory:
         raise DoesNotFit(p.problems, hint=advice_hint(p))
-    root.require_free(p.disk.need_bytes, f"training {tp.run.label}" + (" and its export" if opts.quantization
-                                                                        else ""))
+    try:
+        root.require_free(p.disk.need_bytes, f"training {tp.run.label}" + (" and its export" if opts.quantization
+                                                                            else "") + " (checkpoints included)")
+    except KoloError as e:
+        e.hint = (e.hint + "; " if e.hint else "") + "fewer checkpoints (--save-total-limit), or --no-plan-check"
+        raise
 
 
 def run_state(run: Run, opts: Any) -> None:
     """The run folder can take this training: not a file, not the user's own files, not in use, and not a
     finished run unless --resume / --overwrite say what to do with it. (The trainer repeats this with the lock
     held, where checkpoints decide between resume and refusal.)"""
+    if getattr(opts, "node_rank", 0) > 0:
+        return  # a second node of a multi-node run: the run folder is node 0's (its rank 0 takes the lock)
     run.refuse_foreign()
     # A lock of another host (the container's, seen from the host) is judged by the trainer, which runs there
     # and takes the lock itself; refusing it here would block --resume after the container was restarted.

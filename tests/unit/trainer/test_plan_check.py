@@ -108,3 +108,29 @@ def test_unknown_model_and_exit_codes(root: Path):
     assert plan_main.exit_code(p) == 1
     p.problems.append("too big")
     assert plan_main.exit_code(p) == 2
+
+
+def test_a_disk_too_small_for_the_checkpoints_is_refused_before_loading(tmp_path: Path, tiny_model: Path):
+    """A data root on a tmpfs that holds the model but not the two checkpoints the run will write (each: weights +
+    AdamW states, 3x the fp32 model): refused by the estimate (exit 1) before the model loads, nothing written."""
+    import os
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
+    root = tmp_path / "small"
+    root.mkdir()
+    size = 2 * sum(p.stat().st_size for p in tiny_model.rglob("*") if p.is_file()) + (1 << 20)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(root)], check=True)
+    try:
+        for sub in ("data", "models", "outputs"):
+            (root / sub).mkdir()
+        shutil.copytree(tiny_model, root / "models" / "tiny")
+        (root / "data" / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+        r = _trainer(root, "train", "--base-model", "models/tiny", "--train-data", "data/d.jsonl", "--output-dir",
+                     "r", "--method", "full", "--max-steps", "4", "--save-steps", "2")
+        assert r.returncode == 1, r.stdout[-2000:] + r.stderr[-2000:]
+        assert "not enough free disk" in r.stderr and "checkpoints included" in r.stderr
+        assert "--no-plan-check" in r.stderr and '"stage": "model"' not in r.stdout
+        assert not (root / "outputs" / "r").exists()
+    finally:
+        subprocess.run(["umount", str(root)], check=False)
