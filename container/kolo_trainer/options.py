@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from . import names
 
@@ -140,6 +140,21 @@ class TrainOptions(_Options):
     sample_prompt: Optional[str] = Field(None, description="Prompt for the post-training sample (default: the "
                                          "first user turn of the data).", json_schema_extra={"group": "output"})
 
+    # --- distributed (the host runs the trainer under torchrun when nproc * nnodes > 1; kolo_trainer.train.launch)
+    nproc: int = Field(1, ge=1, le=1024, description="Training processes on this machine (one per GPU; DDP through "
+                       "torchrun). 1 = a single process.", json_schema_extra={"group": "distributed"})
+    nnodes: int = Field(1, ge=1, le=4096, description="Machines taking part (each runs kolo train with its own "
+                        "--node-rank; the data root must be shared).", json_schema_extra={"group": "distributed"})
+    node_rank: int = Field(0, ge=0, description="This machine's number, 0 .. nnodes-1; node 0 holds rank 0, which "
+                           "alone writes the run folder.", json_schema_extra={"group": "distributed"})
+    master_addr: str = Field("127.0.0.1", description="Address of node 0, reachable from every node.",
+                             json_schema_extra={"group": "distributed"})
+    master_port: int = Field(29500, ge=1, le=65535, description="Free TCP port on node 0 for the rendezvous.",
+                             json_schema_extra={"group": "distributed"})
+    fsdp: bool = Field(False, description="Shard a full fine-tune's weights, gradients and optimizer over the "
+                       "processes (FSDP) instead of a copy per process (DDP); needs --method full and more than one "
+                       "process.", json_schema_extra={"group": "distributed"})
+
     # --- plan (kolo_trainer.plan: the estimate `kolo plan` prints and every training run checks first)
     gpu_memory: Optional[float] = Field(None, gt=0.0, le=65536.0, description="Plan for a GPU with this many GiB "
                                         "instead of the visible one (e.g. 24).", json_schema_extra={"group": "plan"})
@@ -171,11 +186,33 @@ class TrainOptions(_Options):
         names.check_run_name(v)
         return v
 
-    @field_validator("base_model", "chat_template")
+    @field_validator("base_model", "chat_template", "master_addr")
     @classmethod
     def _no_control(cls, v: str) -> str:
         names.check_text(v)
         return v
+
+    @property
+    def world_size(self) -> int:
+        """Training processes in all: nproc x nnodes."""
+        return self.nproc * self.nnodes
+
+    @model_validator(mode="after")
+    def _distributed(self) -> "TrainOptions":
+        problems = []
+        if self.node_rank >= self.nnodes:
+            problems.append(f"--node-rank {self.node_rank}: must be below --nnodes {self.nnodes}")
+        if self.fsdp and (self.method != "full" or self.world_size < 2):
+            problems.append("--fsdp shards a full fine-tune over several processes: use it with --method full and "
+                            "--nproc (or --nnodes) above 1")
+        # unsloth's own docs (2026) describe DDP as a manual setup, not yet official, and kolo cannot verify it:
+        # refuse rather than train something unchecked. --backend auto picks hf there (train/backends.py).
+        if self.backend == "unsloth" and self.world_size > 1:
+            problems.append("--backend unsloth trains on one GPU only in kolo; with --nproc/--nnodes above 1 use "
+                            "--backend hf (transformers + peft under DDP) or auto")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
 
 class ExportOptions(_Options):

@@ -250,6 +250,8 @@ def _describe_error(model: type[BaseModel], err: dict) -> str:
         return f"{flag}: unknown option"
     if err.get("type") == "missing":
         return f"{flag}: required"
+    if not loc:  # a model validator (a rule across options): its message names the flags itself
+        return msg
     return f"{flag}: {msg[0].lower() + msg[1:]} (got {given})"
 
 

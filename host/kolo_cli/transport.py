@@ -40,7 +40,8 @@ from .state import CONTAINER_DATA_ROOT
 #: Environment passed by NAME into the container (``docker exec -e NAME``): the docker client copies the value
 #: from its own environment, so secrets never appear in any argv (``ps``, ``docker inspect``, --dry-run).
 PASSTHROUGH_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "WANDB_API_KEY", "HF_ENDPOINT", "HF_HUB_OFFLINE",
-                   "TRANSFORMERS_OFFLINE", "KOLO_DEBUG")
+                   "TRANSFORMERS_OFFLINE", "KOLO_DEBUG", "WANDB_MODE", "WANDB_PROJECT", "WANDB_ENTITY",
+                   "WANDB_BASE_URL")
 
 #: Seconds the trainer gets after SIGINT to finish its checkpoint / manifest before SIGKILL.
 DEFAULT_GRACE_S = 30.0
@@ -52,7 +53,7 @@ marker = ("KOLO_RUN_ID=" + sys.argv[1]).encode() + b"\0"
 grace = float(sys.argv[2])
 me = os.getpid()
 def marked():
-    out = []
+    out = {}
     for d in os.listdir("/proc"):
         if not d.isdigit() or int(d) == me:
             continue
@@ -60,20 +61,21 @@ def marked():
             with open("/proc/%s/environ" % d, "rb") as f:
                 env = f.read()
             with open("/proc/%s/stat" % d, "rb") as f:
-                state = f.read().rsplit(b")", 1)[1].split()[0]
+                fields = f.read().rsplit(b")", 1)[1].split()
         except OSError:
             continue
-        if state != b"Z" and (env.startswith(marker) or b"\0" + marker in env):
-            out.append(int(d))
+        if fields[0] != b"Z" and (env.startswith(marker) or b"\0" + marker in env):
+            out[int(d)] = int(fields[1])
     return out
-pids = marked()
-for p in pids:
+found = marked()
+pids = [p for p, parent in found.items() if parent not in found]
+for p in pids:  # the top ones only: torchrun passes SIGINT on to its ranks; a second one would skip their checkpoint
     try: os.kill(p, signal.SIGINT)
     except OSError: pass
 deadline = time.time() + grace
 while marked() and time.time() < deadline:
     time.sleep(0.1)
-left = marked()
+left = list(marked())
 for p in left:
     try: os.kill(p, signal.SIGKILL)
     except OSError: pass
@@ -88,7 +90,8 @@ def trainer_argv(verb: str, model: type | None, explicit: dict[str, Any], data_r
     ``explicit`` holds only the options that were given (config + flags), so an explicit 0 or False survives and
     every default stays the trainer's. ``argv[0]`` is ``python``; a transport swaps in the interpreter it uses.
     """
-    argv = ["python", "-m", "kolo_trainer", verb]
+    launcher = launcher_argv(model, explicit)
+    argv = ["python", *launcher, *([] if launcher else ["-m"]), "kolo_trainer", verb]
     if model is not None:
         from kolo_trainer.spec import to_argv
 
@@ -96,6 +99,33 @@ def trainer_argv(verb: str, model: type | None, explicit: dict[str, Any], data_r
     argv += list(extra)
     argv += ["--data-root", str(data_root)]
     return argv
+
+
+def launcher_argv(model: type | None, explicit: dict[str, Any]) -> list[str]:
+    """The torchrun part of a multi-process run (``--nproc``/``--nnodes`` above 1), else nothing.
+
+    kolo_trainer.train.launch is torchrun itself (torch.distributed.run's own parser and launcher) plus kolo's
+    error mapping, so the workers are ``python -m kolo_trainer train ...`` exactly as for one process, in the same
+    container. One node: a standalone rendezvous on a free local port. Several: the static rendezvous on
+    --master-addr/--master-port, where --node-rank decides which machine holds rank 0 (the one that writes the
+    run folder); c10d's dynamic rendezvous would hand rank 0 to whichever node it sorts first.
+    """
+    fields = getattr(model, "model_fields", {})
+    if "nproc" not in fields:
+        return []
+    value = {k: explicit.get(k, fields[k].get_default()) for k in ("nproc", "nnodes", "node_rank", "master_addr",
+                                                                    "master_port")}
+    if int(value["nproc"]) * int(value["nnodes"]) <= 1:
+        return []
+    argv = ["-m", "kolo_trainer.train.launch", f"--nproc-per-node={int(value['nproc'])}"]
+    if int(value["nnodes"]) == 1:
+        argv.append("--standalone")
+    else:
+        argv += [f"--nnodes={int(value['nnodes'])}", f"--node-rank={int(value['node_rank'])}",
+                 f"--master-addr={value['master_addr']}", f"--master-port={int(value['master_port'])}"]
+    # "-m --": torchrun's parser stops there, so the trainer's own flags (--nproc=2 ...) are never taken for
+    # (abbreviations of) torchrun's; the worker command stays `python -m kolo_trainer VERB ...`.
+    return argv + ["-m", "--"]
 
 
 class Transport:

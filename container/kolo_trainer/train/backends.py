@@ -160,8 +160,11 @@ def _unsloth_importable() -> tuple[bool, str]:
     return True, ""
 
 
-def choose_backend(requested: str, method: str, device: Device) -> str:
-    """Resolve ``--backend auto`` and refuse combinations that cannot run here, before anything slow."""
+def choose_backend(requested: str, method: str, device: Device, world: int = 1) -> str:
+    """Resolve ``--backend auto`` and refuse combinations that cannot run here, before anything slow.
+
+    Several processes (``world`` > 1) train with hf: kolo runs unsloth on one GPU only (TrainOptions refuses an
+    explicit ``--backend unsloth`` there; see the reason in options.py)."""
     problems = []
     if method == "qlora" and device.kind != "cuda":
         problems.append("--method qlora: 4-bit bitsandbytes training needs a CUDA GPU and none was found; "
@@ -180,6 +183,12 @@ def choose_backend(requested: str, method: str, device: Device) -> str:
         return "hf"
     if device.kind != "cuda":
         return "hf"  # auto on CPU
+    if world > 1:
+        from .. import progress
+
+        progress.emit("warning", message=f"{world} training processes: using the hf backend (transformers + peft "
+                                         "under DDP); kolo trains with unsloth on one GPU only")
+        return "hf"
     ok, why = _unsloth_importable()
     if ok:
         return "unsloth"
@@ -303,7 +312,7 @@ def load_hf(path: str, opts: Any, device: Device, local_only: bool) -> Loaded:
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=torch.bfloat16 if bf16 else torch.float16)
-        kwargs["device_map"] = {"": 0}
+        kwargs["device_map"] = {"": torch.cuda.current_device()}  # this rank's GPU (distributed.init set it)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local_only)
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)

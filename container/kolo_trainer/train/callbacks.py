@@ -58,10 +58,15 @@ def _num(v: Any) -> float | None:
     return f if math.isfinite(f) else None
 
 
-def make_callbacks(log_path: Path, stop: StopFlag, trainer_ref: dict) -> list:
+def make_callbacks(log_path: Path, stop: StopFlag, trainer_ref: dict, dist: Any = None) -> list:
     """The callback instances. ``trainer_ref['trainer']`` is filled in once the Trainer exists (the callback
-    reads the time spent in evaluation/saving from it so tokens/s measures training only)."""
+    reads the time spent in evaluation/saving from it so tokens/s measures training only). ``dist``: this
+    process's rank (``train.distributed.Dist``); only rank 0 logs and reports progress."""
     from transformers import TrainerCallback
+
+    from . import distributed
+
+    dist = dist if dist is not None else distributed.Dist()
 
     class ProgressCallback(TrainerCallback):
         def __init__(self) -> None:
@@ -81,6 +86,8 @@ def make_callbacks(log_path: Path, stop: StopFlag, trainer_ref: dict) -> list:
             return float(getattr(t, "kolo_pause_s", 0.0)) if t is not None else 0.0
 
         def on_train_begin(self, args, state, control, **kw):
+            if not state.is_world_process_zero:
+                return
             self.t0 = self.last_t = time.perf_counter()
             self.last_pause = self._pause()
             self.start_step = state.global_step
@@ -93,6 +100,8 @@ def make_callbacks(log_path: Path, stop: StopFlag, trainer_ref: dict) -> list:
                 f.write(json.dumps(record) + "\n")
 
         def on_log(self, args, state, control, logs=None, **kw):
+            if not state.is_world_process_zero:
+                return  # rank 0 writes train_log.jsonl and the events (the logged loss is already averaged)
             logs = logs or {}
             now = time.perf_counter()
             pause = self._pause()
@@ -125,11 +134,15 @@ def make_callbacks(log_path: Path, stop: StopFlag, trainer_ref: dict) -> list:
                           eta_s=eta, epoch=_num(state.epoch))
 
         def on_save(self, args, state, control, **kw):
-            progress.emit("metric", stage="train", name="checkpoint", value=f"checkpoint-{state.global_step}")
+            if state.is_world_process_zero:
+                progress.emit("metric", stage="train", name="checkpoint", value=f"checkpoint-{state.global_step}")
 
     class StopCallback(TrainerCallback):
         def on_step_end(self, args, state, control, **kw):
-            if stop.signum is not None:
+            distributed.crash_hook(dist, state.global_step)
+            signum = distributed.agreed_signal(dist, stop.signum, args.device)
+            if signum is not None:
+                stop.signum = stop.signum or signum  # a rank that got no signal itself stops (and exits) the same
                 control.should_save = True
                 control.should_training_stop = True
 

@@ -28,6 +28,7 @@ from ..errors import KoloError, OptionsError, OutputExistsError
 from ..options import TrainOptions
 from ..runfolder import EXPORT_ENTRIES, DataRoot, Run
 from .checkpoints import valid_checkpoints
+from .distributed import Dist
 
 PROG = "python -m kolo_trainer train"
 
@@ -62,6 +63,7 @@ class Ctx:
     manifest_started: bool = False
     peak_gpu_before: int | None = None
     estimate: Any = None  # kolo_trainer.plan's Plan (from preflight), recorded next to what the run measured
+    dist: Dist = field(default_factory=Dist)  # this process's rank when several train together (--nproc/--nnodes)
 
     @property
     def root(self) -> Path:
@@ -129,7 +131,7 @@ def stage_device(ctx: Ctx) -> None:
     from . import backends
 
     ctx.device = backends.detect_device()
-    ctx.backend = backends.choose_backend(ctx.opts.backend, ctx.opts.method, ctx.device)
+    ctx.backend = backends.choose_backend(ctx.opts.backend, ctx.opts.method, ctx.device, ctx.dist.world)
     progress.emit("metric", stage="check", name="device", value=ctx.device.describe())
     progress.emit("metric", stage="check", name="backend", value=ctx.backend)
 
@@ -160,7 +162,8 @@ def stage_lock(ctx: Ctx) -> None:
         if ckpts:
             ctx.resume_from = str(ckpts[-1])
             changed = [k for k, v in (old.get("options") or {}).items()
-                       if k not in ("resume", "overwrite", "quantization", "sample_prompt", "report_to")
+                       if k not in ("resume", "overwrite", "quantization", "sample_prompt", "report_to",
+                                    "node_rank", "master_addr", "master_port")
                        and getattr(o, k, v) != v]
             if changed:
                 progress.emit("warning", message=f"resuming {label} with changed options ({', '.join(changed)}); "
@@ -179,6 +182,27 @@ def stage_lock(ctx: Ctx) -> None:
         raise OutputExistsError(f"{label} holds an unfinished run with checkpoints (up to {ckpts[-1].name})",
                                 hint="add --resume to continue it, --overwrite to start over, or choose another "
                                      "--output-dir")
+
+
+def stage_check_and_lock_once(ctx: Ctx) -> None:
+    """Several processes: rank 0 alone checks the run folder and takes the lock (one lock, one fresh/resume
+    decision; a rank checking while rank 0 holds the lock would find the run "in use"); the others take its
+    answer, the resolved paths included."""
+    from . import distributed
+
+    keys = ("train_path", "eval_path", "base_local", "resume_from")
+    decision: dict = {"failed": True}
+    try:
+        if ctx.dist.main:
+            stage_check(ctx)
+            stage_lock(ctx)
+        decision = {"failed": False, **{k: getattr(ctx, k) for k in keys}}
+    finally:
+        decision = distributed.broadcast(ctx.dist, decision)
+    if decision["failed"]:
+        raise KoloError("rank 0 could not start the run (its own error says why)")
+    for k in keys:
+        setattr(ctx, k, decision[k])
 
 
 def _load_file(path: Path, name: str, fmt: str, skip_invalid: bool) -> tuple[list[list[dict]], Any, Any]:
@@ -387,7 +411,7 @@ def stage_train(ctx: Ctx) -> tuple[Any, int | None]:
     stop = StopFlag()
     ref: dict = {}
     trainer = make_trainer(model=ld.model, args=args, train_ds=train_ds, eval_ds=eval_ds, collator=collator,
-                           tokenizer=tok, callbacks=make_callbacks(ctx.run_dir / "train_log.jsonl", stop, ref),
+                           tokenizer=tok, callbacks=make_callbacks(ctx.run_dir / "train_log.jsonl", stop, ref, ctx.dist),
                            lengths=train_ds.lengths, seed=o.seed, early_stopping=o.early_stopping_patience)
     ref["trainer"] = trainer
     # before = the peak while loading (weights, 4-bit packing); after = the peak during training alone.
@@ -513,7 +537,18 @@ def stage_sample(ctx: Ctx) -> dict:
 
 
 def run(argv: list[str]) -> int:
-    """Parse argv, run every stage. Returns the exit code (0, or 128+signal when interrupted)."""
+    """Parse argv, run every stage. Returns the exit code (0, or 128+signal when interrupted).
+
+    Under torchrun (``--nproc``/``--nnodes`` above 1) each rank runs this; see ``train/distributed.py``."""
+    from . import distributed
+
+    dist = distributed.current()
+    if dist.active:
+        return distributed.run_worker(lambda a: _run_argv(a, dist), list(argv), dist)
+    return _run_argv(argv, dist)
+
+
+def _run_argv(argv: list[str], dist: Dist) -> int:
     root_s, rest = spec.pop_data_root(list(argv))
     if any(a in ("-h", "--help") for a in rest):
         spec.build_parser(TrainOptions, PROG, __doc__.splitlines()[0]).print_help()
@@ -521,7 +556,7 @@ def run(argv: list[str]) -> int:
     opts, explicit = spec.parse_argv(TrainOptions, rest, prog=PROG)
     root = DataRoot(root_s)
     run = root.run(opts.output_dir, "--output-dir")
-    ctx = Ctx(opts=opts, explicit=explicit, root_obj=root, run=run)
+    ctx = Ctx(opts=opts, explicit=explicit, root_obj=root, run=run, dist=dist)
     try:
         return _run(ctx)
     finally:
@@ -533,11 +568,20 @@ def run(argv: list[str]) -> int:
 
 
 def _run(ctx: Ctx) -> int:
-    with _Timed(ctx, "check"):
-        stage_check(ctx)
-        stage_device(ctx)
-    with _Timed(ctx, "lock"):
-        stage_lock(ctx)
+    from . import distributed
+
+    if ctx.dist.active:
+        with _Timed(ctx, "check"):
+            stage_device(ctx)
+            distributed.init(ctx.dist, ctx.device.kind)
+        with _Timed(ctx, "lock"):
+            stage_check_and_lock_once(ctx)
+    else:
+        with _Timed(ctx, "check"):
+            stage_check(ctx)
+            stage_device(ctx)
+        with _Timed(ctx, "lock"):
+            stage_lock(ctx)
     with _Timed(ctx, "data"):
         stage_data(ctx)
     with _Timed(ctx, "template"):
@@ -546,10 +590,14 @@ def _run(ctx: Ctx) -> int:
         stage_encode(ctx)
     with _Timed(ctx, "model", "load_s"):
         stage_model(ctx)
-    stage_prepare_output(ctx)
+    if ctx.dist.main:
+        stage_prepare_output(ctx)
+    distributed.barrier(ctx.dist)  # nobody trains (and writes its RNG state) before rank 0 has cleared the folder
     try:
         with _Timed(ctx, "train"):
             trainer, interrupted = stage_train(ctx)
+        if not ctx.dist.main:
+            return interrupted or 0  # the run folder is rank 0's: manifest, save, plot, sample
         loss, eval_loss = _final_losses(trainer)
         train_section = {"global_step": trainer.state.global_step, "max_steps": trainer.state.max_steps,
                          "final_loss": loss, "final_eval_loss": eval_loss,
@@ -569,6 +617,9 @@ def _run(ctx: Ctx) -> int:
             return interrupted
         stopped_early = trainer.state.global_step < trainer.state.max_steps
         train_section["stopped_early"] = stopped_early
+        if trainer.state.best_model_checkpoint:  # early stopping: the saved weights are this checkpoint's
+            train_section.update(best_checkpoint=os.path.relpath(trainer.state.best_model_checkpoint, ctx.run_dir),
+                                 best_eval_loss=trainer.state.best_metric)
         with _Timed(ctx, "save"):
             artifacts = stage_save(ctx, trainer)
         with _Timed(ctx, "plot"):
@@ -604,6 +655,8 @@ def _run(ctx: Ctx) -> int:
 
 def _record_end(ctx: Ctx, **fields: Any) -> None:
     """Mark the manifest; when the disk is full even that can fail, and must not hide the real error."""
+    if not ctx.dist.main:
+        return  # kolo.json is rank 0's; the launcher records another rank's failure there
     try:
         manifest.update(ctx.run_dir, timings=ctx.timings, last_resort=True, **fields)
     except OSError as e:

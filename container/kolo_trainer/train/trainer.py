@@ -70,12 +70,34 @@ def training_arguments(opts: Any, ckpt_dir: Path, loaded: Any, has_eval: bool, n
         # transformers 5 dropped TrainingArguments.logging_dir; its TensorBoard callback reads this variable.
         os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(ckpt_dir.parent / "runs"))
     if opts.early_stopping_patience and has_eval:
-        kwargs.update(metric_for_best_model="eval_loss", greater_is_better=False)
+        # Keep the BEST checkpoint, not the last: a checkpoint at every evaluation (so the best one exists on
+        # disk), never rotated away, and loaded back when training ends; the saved adapter/model (and so every
+        # export) is then the best one. kolo.json's train.best_checkpoint names it.
+        kwargs.update(metric_for_best_model="eval_loss", greater_is_better=False, load_best_model_at_end=True,
+                      save_steps=eval_steps)
+    kwargs.update(_distributed_arguments(opts))
     if loaded.method == "qlora":
         kwargs["optim"] = "paged_adamw_8bit"
     if loaded.device.kind == "cpu":
         kwargs["use_cpu"] = True
     return TrainingArguments(**kwargs)
+
+
+def _distributed_arguments(opts: Any) -> dict[str, Any]:
+    """DDP / FSDP settings when several processes train (torchrun sets WORLD_SIZE; see train/distributed.py)."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return {}
+    # Every trainable parameter takes part in each forward pass (LoRA adapters, or the whole model): the default
+    # (True) costs an extra traversal of the autograd graph per step and warns about it on every rank.
+    out: dict[str, Any] = {"ddp_find_unused_parameters": False}
+    if getattr(opts, "fsdp", False):
+        # Shard parameters, gradients and optimizer state; wrap per decoder layer (transformers reads the layer
+        # class from the model's _no_split_modules).
+        out.update(fsdp="full_shard auto_wrap", fsdp_config={"auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+                                                             "use_orig_params": True})
+    return out
 
 
 def make_trainer(*, model: Any, args: Any, train_ds: Any, eval_ds: Any, collator: Any, tokenizer: Any,
@@ -98,6 +120,27 @@ def make_trainer(*, model: Any, args: Any, train_ds: Any, eval_ds: Any, collator
                 return super().evaluate(*a, **k)
             finally:
                 self.kolo_pause_s += time.perf_counter() - t
+
+        def _load_optimizer_and_scheduler(self, checkpoint):
+            # Several CPU processes: accelerate names each rank's device "cpu:<n>" and Trainer loads the optimizer
+            # state with map_location=that device, which torch.load cannot map ("don't know how to restore data
+            # location ... cpu:0"), so a resumed CPU DDP run failed. Plain "cpu" is the same memory.
+            if checkpoint is None or self.args.world_size <= 1 or self.args.device.type != "cpu":
+                return super()._load_optimizer_and_scheduler(checkpoint)
+            import torch
+
+            real = torch.load
+
+            def cpu_load(*a, **k):
+                if isinstance(k.get("map_location"), torch.device) and k["map_location"].type == "cpu":
+                    k["map_location"] = "cpu"
+                return real(*a, **k)
+
+            torch.load = cpu_load
+            try:
+                return super()._load_optimizer_and_scheduler(checkpoint)
+            finally:
+                torch.load = real
 
         def _save_checkpoint(self, *a, **k):
             t = time.perf_counter()
