@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit" / "host"))
 from test_ollama_client import StandInOllama  # noqa: E402  (the one stand-in Ollama of the test suite)
 
 from kolo_cli.server.client import TrainerError
+from kolo_cli.server.routes_jobs import STATUS_FIELDS
 
 pytestmark = [pytest.mark.server, pytest.mark.e2e, pytest.mark.slow]
 
@@ -67,6 +68,8 @@ def test_upload_train_export_download_deploy(serve, root: Path, tmp_path: Path) 
     final = c.wait(job["id"], timeout=600, poll_s=0.5)
     assert final["status"] == "completed", (final, c.logs(job["id"], tail=40))
     assert final["step"] == final["total_steps"] == 4 and final["loss"] is not None
+    whole = c.get_job(job["id"])  # the polled status route (its own query) says what the job row says
+    assert c.get_status(job["id"]) == {k: whole[k] for k in STATUS_FIELDS} == {k: final[k] for k in STATUS_FIELDS}
 
     events = list(c.events(job["id"]))
     kinds = [e["event"] for e in events]
@@ -98,6 +101,7 @@ def test_upload_train_export_download_deploy(serve, root: Path, tmp_path: Path) 
     finally:
         ollama.server.shutdown()
     assert done["reply"] == ollama.reply and "first:latest" in ollama.models
+    assert done["url"] == ollama.url and "creating 'first'" in done["log"]  # install_ollama's result, not stdout
     gguf = (root / "outputs" / run / "gguf" / f"{run}-Q8_0.gguf").read_bytes()
     assert list(ollama.blobs.values()) == [gguf]
 

@@ -122,6 +122,10 @@ def test_compose_serve_service_runs_kolo_serve_in_the_kolo_image(compose):
     assert svc["image"] == kolo["image"] and svc["pull_policy"] == "never"  # kolo:latest is built, never pulled
     assert svc["container_name"] == "${KOLO_CONTAINER:-kolo}-serve"
     assert svc["volumes"] == kolo["volumes"] and svc["init"] is True
+    from kolo_cli.server.worker import CANCEL_GRACE_S
+
+    # `docker compose stop` must give kolo serve time to let its trainers checkpoint before the SIGKILL
+    assert int(svc["stop_grace_period"].removesuffix("s")) > CANCEL_GRACE_S + 10
     env = svc["environment"]
     assert "KOLO_RUNTIME=local" in env and "KOLO_DATA=/var/kolo_data" in env and "HF_TOKEN" in env
     assert svc["ports"] == ["127.0.0.1:8000:8000"]
