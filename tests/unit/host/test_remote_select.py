@@ -143,3 +143,15 @@ def test_the_data_root_check_knows_volumes(engine_env, tmp_path) -> None:
     docker_ctl.select_engine(remote=True)  # a remote engine's data root is wherever its container has it
     docker_ctl.check_data_root(volume, tmp_path)
     docker_ctl.check_data_root(bind, tmp_path)
+
+
+def test_pull_checks_its_arguments_before_any_engine(kolo, engine_env) -> None:
+    env = _kolo_env(engine_env, DOCKER_HOST="unix:///nonexistent/docker.sock")  # never reached
+    r = kolo("pull", "my-run", "--quantization", "Q9_X", env=env)
+    assert r.returncode == 2 and "--quantization 'Q9_X' is not one of" in r.stderr, r.stderr
+    r = kolo("pull", "../elsewhere", env=env)
+    assert r.returncode == 2 and "RUN '../elsewhere'" in r.stderr, r.stderr
+    r = kolo("--runtime", "local", "pull", "my-run", env=env)
+    assert r.returncode == 2 and "--runtime local has none" in r.stderr, r.stderr
+    r = kolo("pull", "my-run", env=env)  # only now the engine is asked
+    assert r.returncode == 7 and "cannot reach the Docker daemon" in r.stderr, r.stderr
