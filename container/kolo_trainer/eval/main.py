@@ -73,11 +73,11 @@ def run(argv: list[str]) -> int:
 
 def check(root: DataRoot, run: Run, opts: EvalOptions) -> Plan:
     """Everything the measurement needs, before any model loads (a bad input costs seconds and writes nothing)."""
-    from transformers import AutoTokenizer
-
     data = run.require(finished=True, verb="evaluate", error=ExportError)
     files = gguf_files(run, data, opts.quantization)
     ref = models.reference(root, run, data)
+    from transformers import AutoTokenizer
+
     tok = AutoTokenizer.from_pretrained(ref.tokenizer_dir)
     ct = data.get("chat_template") or {}
     jinja, date = ct.get("jinja") or tok.chat_template, ct.get("date")
