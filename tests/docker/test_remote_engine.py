@@ -188,7 +188,9 @@ def test_pull_brings_the_run_back_byte_for_byte(remote: Remote, tmp_path: Path) 
 
 def test_an_interrupted_pull_resumes(remote: Remote, tmp_path: Path, monkeypatch) -> None:
     """Ctrl-C half-way through the Q8_0 GGUF (the engine's real stream, stopped after half its bytes), then a
-    second `kolo pull` in a new process finishes: finished files are kept, the cut one is fetched again whole."""
+    second `kolo pull` in a new process finishes: finished files are kept, the cut one is fetched again whole, and
+    the part file a killed pull would have left (planted here: a SIGKILL cannot be aimed at half a file) is
+    removed."""
     import docker.models.containers
 
     from kolo_cli import cli, docker_ctl
@@ -227,10 +229,17 @@ def test_an_interrupted_pull_resumes(remote: Remote, tmp_path: Path, monkeypatch
     assert not (run / "kolo.json").exists()  # not a run here until everything arrived
     kept = {rel: (run / rel).stat().st_mtime_ns for rel in PULLED[:2]}
 
+    # what a SIGKILLed pull leaves instead: its part file, named by a process that is gone
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    part = run / "gguf" / f".tmp-{gone.pid}-{RUN}-Q8_0.gguf"
+    part.write_bytes(remote.read(f"outputs/{RUN}/gguf/{RUN}-Q8_0.gguf")[:cut["at"]])
+
     monkeypatch.undo()
     r = remote("pull", RUN, root=root)
     assert r.returncode == 0 and "3 file(s) pulled" in r.stdout and "2 already here" in r.stdout, r.stdout + r.stderr
     assert kept == {rel: (run / rel).stat().st_mtime_ns for rel in PULLED[:2]}
+    assert not part.exists() and not list(run.rglob(".tmp-*"))
     for rel in PULLED:
         assert _sha((run / rel).read_bytes()) == _sha(remote.read(f"outputs/{RUN}/{rel}")), rel
 
