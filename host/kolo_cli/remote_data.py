@@ -63,8 +63,8 @@ def commit():
                         "run the same command again")
     os.replace(tmp, final)
     for p in final.parent.glob(manifest.TMP_PREFIX + "*"):
-        if time.time() - p.lstat().st_mtime > float(args[3]):
-            manifest._remove(p)
+        if not p.is_dir() and time.time() - p.lstat().st_mtime > float(args[3]):
+            p.unlink()
     return {"ok": True}
 
 def run():
