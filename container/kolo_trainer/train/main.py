@@ -122,6 +122,12 @@ def _messages(row: Any) -> list[dict]:
 
 def stage_check(ctx: Ctx) -> None:
     """Every path and option combination, all problems at once, before anything is loaded or locked."""
+    if ctx.opts.report_to == "wandb":
+        from .trainer import wandb_problems
+
+        problems = wandb_problems(os.environ)
+        if problems:
+            raise OptionsError(problems)
     plan = preflight.train(ctx.root_obj, ctx.opts, environment=True)
     ctx.train_path, ctx.eval_path, ctx.base_local = plan.train_path, plan.eval_path, plan.base_local
     ctx.estimate = plan.estimate
@@ -131,6 +137,10 @@ def stage_device(ctx: Ctx) -> None:
     from . import backends
 
     ctx.device = backends.detect_device()
+    if ctx.opts.fsdp and ctx.device.kind != "cuda":
+        # accelerate shards only across GPUs: on CPU processes it silently trains plain DDP instead.
+        raise OptionsError(["--fsdp: FSDP shards across CUDA GPUs and none was found; drop --fsdp to train with "
+                            "DDP (a full copy per process)"])
     ctx.backend = backends.choose_backend(ctx.opts.backend, ctx.opts.method, ctx.device, ctx.dist.world)
     progress.emit("metric", stage="check", name="device", value=ctx.device.describe())
     progress.emit("metric", stage="check", name="backend", value=ctx.backend)
@@ -505,13 +515,24 @@ def _check_tokenizer_round_trip(ctx: Ctx, out: Path, copied: bool) -> None:
 
 
 def stage_save(ctx: Ctx, trainer: Any) -> list[str]:
-    """adapter/ (LoRA) or model/ (full), each with the tokenizer carrying the trained chat template."""
+    """adapter/ (LoRA) or model/ (full), each with the tokenizer carrying the trained chat template.
+
+    Under FSDP every rank holds a shard: all ranks call this, Trainer.save_model gathers the full weights
+    (FULL_STATE_DICT) and rank 0 writes them, into rank 0's temporary folder."""
+    from . import distributed
+
     ld = ctx.loaded
-    sub = "model" if ld.method == "full" else "adapter"
-    final = ctx.run_dir / sub
+    final = ctx.run_dir / ("model" if ld.method == "full" else "adapter")
+    sharded = bool(getattr(trainer, "is_fsdp_enabled", False))
+    if not ctx.dist.main:
+        trainer.save_model(distributed.broadcast(ctx.dist, None))
+        return []
     with manifest.atomic_path(final) as tmp:
         tmp.mkdir(parents=True, exist_ok=True)
-        ld.model.save_pretrained(str(tmp), safe_serialization=True)
+        if sharded:
+            trainer.save_model(distributed.broadcast(ctx.dist, str(tmp)))
+        else:
+            ld.model.save_pretrained(str(tmp), safe_serialization=True)
         save_tokenizer(ctx, tmp)
     return [str(p.relative_to(ctx.run_dir)) for p in sorted(final.rglob("*")) if p.is_file()]
 
@@ -596,8 +617,10 @@ def _run(ctx: Ctx) -> int:
     try:
         with _Timed(ctx, "train"):
             trainer, interrupted = stage_train(ctx)
-        if not ctx.dist.main:
-            return interrupted or 0  # the run folder is rank 0's: manifest, save, plot, sample
+        if not ctx.dist.main:  # the run folder is rank 0's (manifest, save, plot, sample); FSDP saves together
+            if interrupted is None and getattr(trainer, "is_fsdp_enabled", False):
+                stage_save(ctx, trainer)
+            return interrupted or 0
         loss, eval_loss = _final_losses(trainer)
         train_section = {"global_step": trainer.state.global_step, "max_steps": trainer.state.max_steps,
                          "final_loss": loss, "final_eval_loss": eval_loss,
@@ -630,7 +653,9 @@ def _run(ctx: Ctx) -> int:
                          f"{ctx.opts.output_dir}: {ctx.loaded.method} on {ctx.opts.base_model}"):
                 artifacts.append("loss.png")
         with _Timed(ctx, "sample"):
-            sample_section = stage_sample(ctx)
+            # A sharded model generates only with every rank taking part; the other ranks have left by now.
+            sample_section = stage_sample(ctx) if not getattr(trainer, "is_fsdp_enabled", False) else {
+                "prompt": None, "response": None, "skipped": "--fsdp: the model is sharded over the processes"}
         artifacts.append("train_log.jsonl")
         ctx.timings["total_s"] = round(time.perf_counter() - ctx.t0, 3)
         from ..plan.record import section as plan_section

@@ -64,11 +64,9 @@ def training_arguments(opts: Any, ckpt_dir: Path, loaded: Any, has_eval: bool, n
         optim="adamw_torch",
         save_only_model=False,  # optimizer + RNG state: a resumed run continues exactly
     )
-    if opts.report_to == "tensorboard":
-        import os
-
-        # transformers 5 dropped TrainingArguments.logging_dir; its TensorBoard callback reads this variable.
-        os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(ckpt_dir.parent / "runs"))
+    if opts.report_to != "none":
+        _tracker_environment(opts, ckpt_dir.parent)
+        kwargs["run_name"] = opts.output_dir
     if opts.early_stopping_patience and has_eval:
         # Keep the BEST checkpoint, not the last: a checkpoint at every evaluation (so the best one exists on
         # disk), never rotated away, and loaded back when training ends; the saved adapter/model (and so every
@@ -81,6 +79,27 @@ def training_arguments(opts: Any, ckpt_dir: Path, loaded: Any, has_eval: bool, n
     if loaded.device.kind == "cpu":
         kwargs["use_cpu"] = True
     return TrainingArguments(**kwargs)
+
+
+def _tracker_environment(opts: Any, run_dir: Path) -> None:
+    """Where the trackers write: inside the run folder (runs/ for TensorBoard, wandb/ for wandb), never the
+    working directory. Set only when the user has not chosen (setdefault)."""
+    import os
+
+    # transformers 5 dropped TrainingArguments.logging_dir; its TensorBoard callback reads this variable.
+    os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(run_dir / "runs"))
+    os.environ.setdefault("WANDB_DIR", str(run_dir))
+    os.environ.setdefault("WANDB_PROJECT", "kolo")
+
+
+def wandb_problems(environ: Any) -> list[str]:
+    """--report-to wandb: the key comes from the environment only (WANDB_API_KEY; docker exec passes it by name,
+    so it is in no argv, manifest or --dry-run line), or the run stays on disk (WANDB_MODE=offline)."""
+    mode = (environ.get("WANDB_MODE") or "online").lower()
+    if mode in ("offline", "dryrun", "disabled") or environ.get("WANDB_API_KEY"):
+        return []
+    return ["--report-to wandb: no WANDB_API_KEY in the environment; export it (kolo never takes the key as an "
+            "option), or set WANDB_MODE=offline to write the run into the run folder and `wandb sync` it later"]
 
 
 def _distributed_arguments(opts: Any) -> dict[str, Any]:
