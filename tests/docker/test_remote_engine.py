@@ -147,6 +147,16 @@ def test_the_data_root_lives_on_the_engine(remote: Remote) -> None:
     assert set(manifest["export"]["quantizations"]) == {"F16", "Q8_0"}
 
 
+def test_export_of_a_run_that_exists_only_on_the_box(remote: Remote, tmp_path: Path) -> None:
+    """The host has no such run; the trainer on the box checks it (everything is up to date: nothing redone)."""
+    local = tmp_path / "kolo_data"
+    r = remote("export", RUN, "--quantization", "Q8_0", root=local, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "up to date" in r.stdout + r.stderr and not local.exists()
+    r = remote("export", "no-such-run", root=local)
+    assert r.returncode != 0 and "no-such-run" in r.stderr and not local.exists()
+
+
 def test_pull_brings_the_run_back_byte_for_byte(remote: Remote, tmp_path: Path) -> None:
     root = tmp_path / "kolo_data"
     r = remote("pull", RUN, root=root)

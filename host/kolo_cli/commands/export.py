@@ -58,7 +58,7 @@ def _check_run(run: str, problems: list[str], check: Callable[[Any], Any], verb:
         names.check_run_name(run)
     except ValueError:
         run = ""  # the option model already reports the bad name, once
-    if run:
+    if run and not _remote():  # a remote engine's runs are on the box: the trainer checks the run there
         try:
             check(STATE.data().check().run(run, "OUTPUT_DIR"))
         except KoloError as e:
@@ -67,6 +67,12 @@ def _check_run(run: str, problems: list[str], check: Callable[[Any], Any], verb:
             problems.append(e.message + (f" ({e.hint})" if e.hint else ""))
     if problems:
         raise OptionsError(problems, hint=f"see `kolo {verb} --help`")
+
+
+def _remote() -> bool:
+    from ..docker_ctl import is_remote
+
+    return STATE.runtime == "docker" and is_remote()
 
 
 def _run_trainer(verb: str, model: type, explicit: dict[str, Any], dry_run: bool, interactive: bool,
