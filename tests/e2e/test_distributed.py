@@ -204,3 +204,15 @@ def test_two_nodes_on_localhost_match_one_process(single: Path, kolo_m: KoloRunn
     # Node 0's kolo shows the progress; node 1's shows none (its rank is not 0).
     assert re.search(r"^\[train\] step 4/4 +loss", outs[1][0], re.M), outs[1][0][-2000:]
     assert "[train] step" not in outs[0][0], outs[0][0][-2000:]
+
+
+def test_fsdp_without_gpus_is_refused_not_silently_ddp(kolo_m: KoloRunner, root: Path) -> None:
+    """accelerate shards only across GPUs; on CPU processes it would quietly train DDP. FSDP itself needs several
+    CUDA GPUs, which no CI machine here has: its save path (every rank in Trainer.save_model) is not run here."""
+    r = kolo_m("--runtime", "local", "train", *ARGS, "--output-dir", "fsdp", "--nproc", "2", "--fsdp", timeout=300)
+    assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-3000:]
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: rank "), r.stderr  # the option error, once
+    assert "--fsdp: FSDP shards across CUDA GPUs and none was found" in r.stderr
+    assert "Traceback" not in r.stderr and "torch/distributed" not in r.stderr, r.stderr  # no torchrun log page
+    assert not (root / "outputs" / "fsdp").exists()

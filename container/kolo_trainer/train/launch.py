@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
 
+    _quiet_torchrun()
     args = parse_args(argv)
     try:
         run(args)
@@ -41,6 +42,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # before the workers started (rendezvous)
         return 128 + signal.SIGINT
     return 0
+
+
+def _quiet_torchrun() -> None:
+    """Some of torchrun's modules take a plain logging.getLogger (LOGLEVEL does not reach them)."""
+    import logging
+
+    for name in list(logging.Logger.manager.loggerDict):
+        if name.startswith("torch.distributed"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+    logging.getLogger("torch.distributed").setLevel(logging.CRITICAL)
 
 
 def _kolo_data(failure: Any) -> dict | None:
