@@ -70,9 +70,54 @@ class Plan:
         return not self.problems and self.disk_problem is None
 
 
-def data_info(path: Path | None, display: str, fmt: str, max_len: int) -> DataInfo:
-    """Rows and an approximate token count (characters / 4) from kolo's own (stdlib) data loader's statistics,
-    without keeping the rows."""
+#: Rows tokenised to measure the tokenizer's tokens per character (evenly spaced over the file).
+SAMPLE_ROWS = 512
+#: Files above this size are not re-read for a sample (the plan stays quick): characters / 4 instead.
+SAMPLE_MAX_BYTES = 64 * 1024 ** 2
+#: Tokens of template markup per message (role header, end of turn) when the tokenizer is known: 5 in Llama 3's
+#: and ChatML's templates; a small vocabulary splits the role names further (the tiny test model: ~8).
+MARKUP_TOKENS = 8
+
+
+def _tokenizer(folder: Path | None) -> Any:
+    """A callable text -> token count from the model folder's tokenizer files, through the light tokenizer
+    libraries (tokenizers for tokenizer.json, sentencepiece for tokenizer.model; no transformers, no torch), or
+    None when neither the files nor the libraries are there."""
+    if folder is None:
+        return None
+    try:
+        if (folder / "tokenizer.json").is_file():
+            from tokenizers import Tokenizer
+
+            tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+            return lambda text: len(tok.encode(text, add_special_tokens=False).ids)
+        if (folder / "tokenizer.model").is_file():
+            import sentencepiece
+
+            sp = sentencepiece.SentencePieceProcessor(model_file=str(folder / "tokenizer.model"))
+            return lambda text: len(sp.encode(text))
+    except Exception:  # a tokenizer these libraries cannot read: fall back to characters / 4
+        return None
+    return None
+
+
+def _tokens_per_char(path: Path, fmt: str, display: str, folder: Path | None) -> float | None:
+    count = _tokenizer(folder)
+    if count is None or path.stat().st_size > SAMPLE_MAX_BYTES:
+        return None
+    from .. import data
+
+    rows = data.load(str(path), fmt, display_name=display).rows
+    step = max(1, len(rows) // SAMPLE_ROWS)
+    texts = [str(m.get("content", "")) for r in rows[::step] for m in (r.get("messages") if isinstance(r, dict)
+                                                                         else getattr(r, "messages", []))]
+    chars = sum(map(len, texts))
+    return sum(map(count, texts)) / chars if chars else None
+
+
+def data_info(path: Path | None, display: str, fmt: str, max_len: int, folder: Path | None = None) -> DataInfo:
+    """Rows and a token count from kolo's own (stdlib) data loader's statistics: characters x the base model's
+    tokens per character measured on a sample of rows (when its tokenizer files are at hand), else characters / 4."""
     if path is None or not path.is_file():
         return DataInfo(source="no data file: sequences taken as --max-seq-length long")
     from .. import data
@@ -82,12 +127,18 @@ def data_info(path: Path | None, display: str, fmt: str, max_len: int) -> DataIn
     if not rows:
         return DataInfo(source="no valid rows: sequences taken as --max-seq-length long")
     chars, turns = st.get("chars") or {}, st.get("turns_per_row") or {}
-    msgs_mean = float(turns.get("mean") or 0) + (1 if st.get("rows_with_system") else 0)
-    msgs_max = int(turns.get("max") or 0) + (1 if st.get("rows_with_system") else 0)
-    tokens = (float(chars.get("mean") or 0) + MARKUP_CHARS * msgs_mean) * rows / CHARS_PER_TOKEN
-    longest = math.ceil((int(chars.get("max") or 0) + MARKUP_CHARS * msgs_max) / CHARS_PER_TOKEN)
+    system = 1 if st.get("rows_with_system") else 0
+    msgs_mean, msgs_max = float(turns.get("mean") or 0) + system, int(turns.get("max") or 0) + system
+    ratio = _tokens_per_char(path, fmt, display, folder)
+    if ratio is None:
+        per_char, markup, source = 1 / CHARS_PER_TOKEN, MARKUP_CHARS / CHARS_PER_TOKEN, \
+            f"characters / {CHARS_PER_TOKEN} (no tokenizer files the plan can read)"
+    else:
+        per_char, markup, source = ratio, MARKUP_TOKENS, f"the model's tokenizer on {min(rows, SAMPLE_ROWS)} rows"
+    tokens = (float(chars.get("mean") or 0) * per_char + markup * msgs_mean) * rows
+    longest = math.ceil(int(chars.get("max") or 0) * per_char + markup * msgs_max)
     return DataInfo(rows=rows, tokens=int(min(tokens, rows * max_len)), longest=min(longest, max_len),
-                    source=f"characters / {CHARS_PER_TOKEN} (the plan loads no tokenizer)")
+                    source=source)
 
 
 def setup(a: arch_mod.Arch, opts: Any, m: Machine, seq_len: int) -> mem.Setup:
@@ -246,12 +297,16 @@ def make(opts: Any, *, base_local: Path | None, train_path: Path | None, machine
     if a is None:
         p.notes.append(f"no estimate: {src}")
         return p
-    p.data = data_info(train_path, opts.train_data, opts.data_format, opts.max_seq_length)
+    tok_folder = base_local if base_local is not None else (Path(src).parent if a is not None else None)
+    p.data = data_info(train_path, opts.train_data, opts.data_format, opts.max_seq_length, tok_folder)
     evaluate(p, opts)
     if not p.fits_memory:
         p.advice = advise(p, opts)
     if opts.method == "qlora" and machine.kind == "cpu":
         p.notes.append("--method qlora needs a CUDA GPU; the trainer will refuse it here")
+    if getattr(opts, "nproc", 1) * getattr(opts, "nnodes", 1) > 1:
+        p.notes.append("several training processes: the memory figures are per process (each holds a full copy; "
+                       "--fsdp shards weights, gradients and optimizer states, so they are an upper bound there)")
     if machine.kind == "cuda" and opts.backend != "hf":
         p.notes.append("figures are for the hf backend; unsloth (chosen by --backend auto on CUDA) usually needs "
                        "less, so they are an upper bound there")

@@ -105,12 +105,12 @@ def test_activations_scale_and_checkpointing():
     a = arch.from_config(LLAMA_32_1B)
     one = memory.activations(a, _setup(a, batch_size=1, seq_len=1024))
     two = memory.activations(a, _setup(a, batch_size=2, seq_len=1024))
-    assert two == 2 * one  # linear in tokens (SDPA keeps no seq x seq matrix)
+    assert abs(two - 2 * one) <= 1  # linear in tokens (SDPA keeps no seq x seq matrix)
     gc = memory.activations(a, _setup(a, batch_size=1, seq_len=1024, gradient_checkpointing=True))
     logits = 1024 * a.vocab * (4 + 8)
-    assert logits < gc < one
-    per_layer = 1024 * (4 * 2048 + 2 * 2048 + 2 * 512 + 4 * 8192) * 4
-    assert one == 16 * per_layer + logits
+    assert logits * memory.ACTIVATION_OVERHEAD < gc < one
+    per_layer = 1024 * (4 * 2048 + 3 * 2048 + 2 * 512 + 4 * 8192) * 4
+    assert one == int((16 * per_layer + logits) * memory.ACTIVATION_OVERHEAD)
 
 
 def test_gguf_sizes_follow_llama_cpp_table():
