@@ -6,7 +6,8 @@ optimizer states and activations, host RAM, disk (checkpoints, saved model, merg
 epoch, the verdict for this machine and the changes that make it fit. ``preflight.train`` runs the same estimate
 before every training run; the trainer records it next to what it measured (kolo.json ``plan``).
 
-Light: stdlib only (plus the option model and kolo's stdlib data loader); never weights, a tokenizer or the network.
+Light: stdlib (plus the option model and kolo's stdlib data loader; the tokenizers / sentencepiece libraries when
+present, for the token count); never weights, transformers, torch or the network.
 The formulas and their sources are in the modules: arch (parameters), memory, disk.
 """
 

@@ -1,7 +1,8 @@
 """The plan of one training run: what the options resolve to on this machine, the memory/disk/time figures, the
 verdict, and the changes that make a run fit (each found by estimating again with the change, never guessed).
 
-Light: stdlib + the option model; config.json and the data file are read, no weights, no tokenizer, no network.
+Light: stdlib + the option model; config.json, the data file and the tokenizer files are read (tokenizers /
+sentencepiece when installed), no weights, no transformers, no network.
 """
 
 from __future__ import annotations

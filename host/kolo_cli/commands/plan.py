@@ -120,7 +120,7 @@ def _memory_table(p: dict[str, Any]) -> Any:
     t.add_column(style="bold")
     t.add_column(justify="right")
     for part, b in m["parts"].items():
-        if b or part != "runtime":  # the runtime is counted on CPU only (RSS); on a GPU it is host RAM
+        if b or part not in ("runtime", "adapters"):  # runtime: CPU only (RSS); adapters: LoRA only
             t.add_row(part, _gib(b))
     t.add_row("peak", _gib(m["peak_bytes"]))
     if m["device"] == "cuda":
