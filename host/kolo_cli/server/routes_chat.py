@@ -18,10 +18,10 @@ import json
 import re
 import secrets
 import subprocess
-from typing import Any, Iterator, Optional
+from typing import Any, AsyncIterator, Iterator, Optional
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.concurrency import run_in_threadpool
+from fastapi.concurrency import iterate_in_threadpool, run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from .app import ApiError, ServerConfig, require_key
@@ -144,39 +144,52 @@ def _trainer(cfg: ServerConfig, explicit: dict[str, Any]) -> tuple[subprocess.Po
     return proc, t
 
 
-def generate(cfg: ServerConfig, explicit: dict[str, Any], chat: dict[str, Any], text: str,
-             chats: Chats) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(event, data) pairs: ``token`` {text} as the answer streams, then ``done`` {answer, conversation} once the
-    conversation is saved, or ``error`` {detail}. Closing the iterator (the browser left) stops the trainer."""
-    messages = chat["messages"] + [{"role": "user", "content": text}]
-    proc, transport = _trainer(cfg, explicit)
-    try:
-        assert proc.stdin is not None and proc.stdout is not None
-        proc.stdin.write(json.dumps({"messages": messages, "system": chat.get("system")}) + "\n")
-        proc.stdin.close()
-        answer = None
-        for line in proc.stdout:
-            try:
-                msg = json.loads(line)
-            except ValueError:
-                continue  # library output on stdout is not part of the protocol
-            if "token" in msg:
-                yield "token", {"text": msg["token"]}
-            elif msg.get("done"):
-                answer = str(msg.get("answer", ""))
-        code = proc.wait()
-        if answer is None or code != 0:
-            err = (proc.stderr.read() if proc.stderr else "").strip().splitlines()
-            why = next((ln[len("error: "):] for ln in err if ln.startswith("error: ")), err[-1] if err else "")
-            yield "error", {"detail": f"the trainer stopped (exit code {code}): {why}".rstrip(": ")}
-            return
-        chat["messages"] = messages + [{"role": "assistant", "content": answer}]
-        chats.save(chat)
-        yield "done", {"answer": answer, "conversation": chat["id"]}
-    finally:
-        if proc.poll() is None:
-            transport.stop(proc, 2)
-            proc.kill()
+class Answer:
+    """One answer being generated: :meth:`events` yields (event, data) pairs, ``token`` {text} as the answer
+    streams, then ``done`` {answer, conversation} once the conversation is saved, or ``error`` {detail};
+    :meth:`stop` ends the trainer (a browser that went away), which also ends :meth:`events`."""
+
+    def __init__(self, cfg: ServerConfig, explicit: dict[str, Any], chat: dict[str, Any], text: str, chats: Chats):
+        self.cfg, self.explicit, self.chat, self.text, self.chats = cfg, explicit, chat, text, chats
+        self.proc: Optional[subprocess.Popen] = None
+        self.transport: Any = None
+
+    def events(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        messages = self.chat["messages"] + [{"role": "user", "content": self.text}]
+        self.proc, self.transport = _trainer(self.cfg, self.explicit)
+        proc = self.proc
+        try:
+            assert proc.stdin is not None and proc.stdout is not None
+            proc.stdin.write(json.dumps({"messages": messages, "system": self.chat.get("system")}) + "\n")
+            proc.stdin.close()
+            answer = None
+            for line in proc.stdout:
+                try:
+                    msg = json.loads(line)
+                except ValueError:
+                    continue  # library output on stdout is not part of the protocol
+                if "token" in msg:
+                    yield "token", {"text": msg["token"]}
+                elif msg.get("done"):
+                    answer = str(msg.get("answer", ""))
+            code = proc.wait()
+            if answer is None or code != 0:
+                err = (proc.stderr.read() if proc.stderr else "").strip().splitlines()
+                why = next((ln[len("error: "):] for ln in err if ln.startswith("error: ")), err[-1] if err else "")
+                yield "error", {"detail": f"the trainer stopped (exit code {code}): {why}".rstrip(": ")}
+                return
+            self.chat["messages"] = messages + [{"role": "assistant", "content": answer}]
+            self.chats.save(self.chat)
+            yield "done", {"answer": answer, "conversation": self.chat["id"]}
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            self.transport.stop(proc, 2)
+            if proc.poll() is None:
+                proc.kill()
             proc.wait()
 
 
@@ -205,9 +218,16 @@ async def chat_api(run: str, request: Request) -> Any:
     body = await json_body(request)
     cfg = request.app.state.cfg
     explicit, chat, chats = await run_in_threadpool(_prepare, cfg, run, body)
-    events = ({"event": e, "data": json.dumps(d, ensure_ascii=False)}
-              for e, d in generate(cfg, explicit, chat, body["message"], chats))
-    return EventSourceResponse(events, ping=15)
+    answer = Answer(cfg, explicit, chat, body["message"], chats)
+
+    async def events() -> AsyncIterator[dict[str, str]]:
+        try:
+            async for e, d in iterate_in_threadpool(answer.events()):
+                yield {"event": e, "data": json.dumps(d, ensure_ascii=False)}
+        finally:  # also when the browser went away: the stream is cancelled, the trainer must not go on
+            await run_in_threadpool(answer.stop)
+
+    return EventSourceResponse(events(), ping=15)
 
 
 @router.get("/api/v1/runs/{run}/chats", dependencies=[Depends(require_key)])
@@ -264,7 +284,7 @@ async def chat_form(run: str, request: Request) -> Response:
     cfg = request.app.state.cfg
     try:
         explicit, chat, chats = await run_in_threadpool(_prepare, cfg, run, form)
-        result = await run_in_threadpool(lambda: list(generate(cfg, explicit, chat, form["message"], chats)))
+        result = await run_in_threadpool(lambda: list(Answer(cfg, explicit, chat, form["message"], chats).events()))
     except ApiError as e:
         ctx = await run_in_threadpool(_page_context, cfg, run, None)
         return page(request, "chat.html", e.status_code, **ctx, error={"detail": e.detail, "problems": e.problems})
