@@ -24,7 +24,8 @@ CHROMIUM = Path("/usr/lib/chromium/chromium-headless-shell")
 #: Records every text the answer bubble takes while it streams: each update replaces the bubble's text node, and a
 #: MutationObserver sees each replaced node (even when several pieces arrive in one network read).
 WATCH = """() => { window.__updates = []; new MutationObserver((records) => { for (const r of records) {
-  const t = r.target; if (!t.classList || !t.classList.contains('text') || !t.parentElement.classList.contains('assistant')) continue;
+  const t = r.target;
+  if (!t.classList || !t.classList.contains('text') || !t.parentElement.classList.contains('assistant')) continue;
   for (const n of r.addedNodes) if (n.nodeType === 3) window.__updates.push(n.data);
 }}).observe(document.querySelector('#messages'), {subtree: true, childList: true}); }"""
 
