@@ -87,6 +87,24 @@ def max_tokens(model: Any) -> int:
     return int(model.max_seq_length) - 2
 
 
+def encode_query(model: Any, text: str) -> Any:
+    """One question's vector, computed on one torch thread.
+
+    Why one: a ~10-token question is a few small matrix products, too little work to split. torch's intra-op pool
+    (one thread per core by default) makes every op wait for all its threads at a barrier, and a thread that the OS
+    has descheduled (any other process on the machine) stalls the whole op. bench/rag_speed.py measured it on the
+    shared 2-core machine (load average 9-12): p50 782 ms with torch's default 2 threads, 39 ms with one, for the
+    very same ``encode``. Setting and restoring the thread count costs well under a microsecond."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return encode(model, [text], batch_size=1)
+    finally:
+        torch.set_num_threads(before)
+
+
 def encode(model: Any, texts: list[str], batch_size: int = 64) -> Any:
     """Unit-length float32 vectors (inner product = cosine similarity)."""
     import numpy as np

@@ -53,7 +53,7 @@ class Retriever:
         k = min(int(top_k), index.ntotal)
         if hasattr(index, "hnsw"):
             index.hnsw.efSearch = max(64, 2 * k)
-        scores, ids = index.search(embed.encode(self.model, [question]), k)
+        scores, ids = index.search(embed.encode_query(self.model, question), k)
         hits = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
         return {"documents": [self.store.documents[i] for i, _ in hits],
                 "sources": [_public(self.store.sources[i]) for i, _ in hits],
