@@ -22,7 +22,7 @@ from .optionflags import LazyTyperGroup, click_command
 from .state import STATE
 
 #: commands modules, in the order their verbs appear in `kolo --help`.
-COMMAND_MODULES = ["lifecycle", "data", "train", "plan", "export", "pull", "ollama", "serve", "rag"]
+COMMAND_MODULES = ["lifecycle", "data", "train", "plan", "export", "eval", "pull", "ollama", "serve", "rag"]
 
 app = typer.Typer(
     name="kolo",
