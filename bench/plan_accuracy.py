@@ -55,7 +55,7 @@ def build(root: Path) -> None:
 
 
 def run(root: Path, label: str, model: str, data: str, extra: list[str]) -> dict:
-    out = "run-" + label.split()[0] + "-" + str(abs(hash(label)) % 10_000)
+    out = "run-" + "".join(c if c.isalnum() else "-" for c in label)
     shutil.rmtree(root / "outputs" / out, ignore_errors=True)
     argv = [PY, "-m", "kolo_trainer", "train", "--data-root", str(root), "--base-model", f"models/{model}",
             "--train-data", f"data/{data}.jsonl", "--output-dir", out, *extra]
