@@ -17,8 +17,8 @@ from . import disk as disk_mod
 from . import memory as mem
 from .machine import GIB, Machine
 
-#: Tokens per character when the tokenizer is not loaded (the plan never loads one): the common rule of thumb
-#: of ~4 characters per token for English BPE vocabularies; said in the output whenever it is used.
+#: Characters per token when the model's tokenizer files are not at hand: the common rule of thumb of ~4
+#: characters per token for English BPE vocabularies; said in the output whenever it is used.
 CHARS_PER_TOKEN = 4
 #: Characters of template markup per message (role headers, turn delimiters), same rough rule.
 MARKUP_CHARS = 16
@@ -29,8 +29,9 @@ MFU = 0.35
 #: Dense bf16 peak TFLOPS of common GPUs (vendor data sheets); unknown GPUs get no time estimate on GPU.
 GPU_TFLOPS = {"H200": 989, "H100": 989, "A100": 312, "L40S": 362, "L40": 181, "A6000": 155, "A10": 125,
               "L4": 121, "4090": 165, "3090": 71, "4080": 97, "3080": 60, "T4": 65, "V100": 125}
-#: Effective fp32 training throughput of one CPU core (measured order of magnitude here: ~5 GFLOPS/core for a
-#: full fine-tune of an 85M model on this 2-core machine, bench/RESULTS.md).
+#: Effective fp32 training throughput of one CPU core. Order of magnitude measured here: a full fine-tune of the
+#: 85M-parameter model of bench/plan_accuracy.py ran 3 steps of 4 x ~52 tokens (6N FLOPs each) in 32 s on two busy
+#: cores, ~10 GFLOPS in all.
 CPU_FLOPS_PER_CORE = 5e9
 
 
@@ -151,6 +152,8 @@ def setup(a: arch_mod.Arch, opts: Any, m: Machine, seq_len: int) -> mem.Setup:
         wb = 2 if bf16 or opts.method != "full" else 4
         cb = 2
     gc = (m.kind == "cuda") if opts.gradient_checkpointing is None else bool(opts.gradient_checkpointing)
+    # --packing needs no term of its own: a packed micro-batch is its rows laid end to end (FlattenCollator), at
+    # most batch x the longest row -- the same bound as padding to the longest row; packing saves the padding.
     shapes = a.linear_shapes()
     targets = tuple(shapes) if "all-linear" in opts.target_modules or not opts.target_modules \
         else tuple(t for t in opts.target_modules if t in shapes)
