@@ -119,7 +119,9 @@ def launcher_argv(model: type | None, explicit: dict[str, Any]) -> list[str]:
         return []
     argv = ["-m", "kolo_trainer.train.launch", f"--nproc-per-node={int(value['nproc'])}"]
     if int(value["nnodes"]) == 1:
-        argv.append("--standalone")
+        # --local-addr: the ranks meet on 127.0.0.1, not on this machine's host name, which a container need not
+        # be able to resolve (seen: a container with --network none hung in the rendezvous).
+        argv += ["--standalone", "--local-addr=127.0.0.1"]
     else:
         argv += [f"--nnodes={int(value['nnodes'])}", f"--node-rank={int(value['node_rank'])}",
                  f"--master-addr={value['master_addr']}", f"--master-port={int(value['master_port'])}"]

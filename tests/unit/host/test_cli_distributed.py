@@ -27,8 +27,8 @@ def test_one_process_has_no_prefix():
 
 def test_nproc_prefixes_torchrun_standalone():
     argv = trainer_argv("train", TrainOptions, {"nproc": 2, "epochs": 2}, "/d")
-    assert argv[:9] == ["python", "-m", "kolo_trainer.train.launch", "--nproc-per-node=2", "--standalone", "-m",
-                        "--", "kolo_trainer", "train"]
+    assert argv[:10] == ["python", "-m", "kolo_trainer.train.launch", "--nproc-per-node=2", "--standalone",
+                         "--local-addr=127.0.0.1", "-m", "--", "kolo_trainer", "train"]
     assert "--nproc=2" in argv and argv[-2:] == ["--data-root", "/d"]
 
 
