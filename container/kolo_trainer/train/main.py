@@ -173,7 +173,7 @@ def stage_lock(ctx: Ctx) -> None:
             ctx.resume_from = str(ckpts[-1])
             changed = [k for k, v in (old.get("options") or {}).items()
                        if k not in ("resume", "overwrite", "quantization", "sample_prompt", "report_to",
-                                    "node_rank", "master_addr", "master_port")
+                                    "node_rank", "master_addr", "master_port", "plan_check", "gpu_memory")
                        and getattr(o, k, v) != v]
             if changed:
                 progress.emit("warning", message=f"resuming {label} with changed options ({', '.join(changed)}); "
