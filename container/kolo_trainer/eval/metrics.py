@@ -50,8 +50,13 @@ class Tally:
         if not self.n:
             return {"positions": 0}
         loss = self.nll / self.n
-        return {"positions": self.n, "loss": round(loss, 6), "perplexity": round(math.exp(min(loss, 700.0)), 4),
-                "kl": round(max(self.kl / self.n, 0.0), 8), "top1": round(self.agree / self.n, 6)}
+        # Significant digits, not decimals: an F16 GGUF's KL is ~1e-9, and it must not print as 0.
+        return {"positions": self.n, "loss": _sig(loss), "perplexity": _sig(math.exp(min(loss, 700.0))),
+                "kl": _sig(max(self.kl / self.n, 0.0)), "top1": round(self.agree / self.n, 6)}
+
+
+def _sig(v: float) -> float:
+    return float(f"{v:.8g}")
 
 
 def recommend(results: dict[str, dict], sizes: dict[str, int], max_kl: float, min_top1: float) -> dict:
