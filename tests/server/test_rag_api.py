@@ -169,6 +169,11 @@ def test_query_answers_with_a_runs_gguf_in_the_warm_retriever(srv: Server) -> No
 
 
 def test_bad_requests_get_every_problem_and_start_nothing(srv: Server) -> None:
+    import shutil
+
+    shutil.copytree(srv.root / "outputs" / "handbook", srv.root / "outputs" / "broken")
+    idx = srv.root / "outputs" / "broken" / "rag" / "vector_index.faiss"
+    idx.write_bytes(idx.read_bytes()[:40])
     before = sorted(str(p) for p in (srv.root / "outputs").rglob("*"))
     with srv.http(key=None) as h:
         r = h.post("/api/v1/rag/handbook/retrieve", json={"query": "x"})
@@ -194,6 +199,10 @@ def test_bad_requests_get_every_problem_and_start_nothing(srv: Server) -> None:
         assert r.status_code == 422 and any("--name" in p for p in r.json()["problems"]), r.text
         r = h.post("/api/v1/rag/handbook/retrieve", content=b"{", headers={"content-type": "application/json"})
         assert r.status_code == 400 and "not valid JSON" in r.json()["detail"]
+        r = h.post("/api/v1/rag/broken/retrieve", json={"query": "x"})  # the retriever's own error, passed on
+        detail = r.json()["detail"]
+        assert r.status_code == 500 and "outputs/broken/rag/vector_index.faiss is damaged" in detail, r.text
+        assert "kolo rag build broken" in detail
     assert sorted(str(p) for p in (srv.root / "outputs").rglob("*")) == before
     assert len(_retrievers(srv.root)) <= 1  # only the one a good request started (earlier tests), never "nope"
 
