@@ -113,10 +113,10 @@ class WarmIndex:
         """The reply to one request; a dead retriever is started again (once per request)."""
         with self.lock:
             for attempt in (1, 2):
-                if self.proc is None or self.proc.poll() is not None:
-                    self._start()
-                assert self.proc is not None and self.proc.stdin is not None
                 try:
+                    if self.proc is None or self.proc.poll() is not None:
+                        self._start()
+                    assert self.proc is not None and self.proc.stdin is not None
                     self.proc.stdin.write(json.dumps(request) + "\n")
                     self.proc.stdin.flush()
                     reply = self._read(REQUEST_TIMEOUT_S, "answer")
