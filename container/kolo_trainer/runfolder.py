@@ -34,7 +34,7 @@ SUBDIRS = ("data", "models", "outputs")
 #: nothing else; a name starting with ``.tmp-`` is a leftover of an atomic write and counts too.
 RUN_ENTRIES = frozenset({
     manifest.MANIFEST, ".lock", "adapter", "model", "checkpoints", "train_log.jsonl", "loss.png", "merged", "gguf",
-    "rag", "eval.json", "eval.png", "chats",
+    "rag", "eval.json", "eval.png", "chats", "runs", "wandb",  # runs/, wandb/: --report-to tensorboard / wandb
 })
 
 #: Outputs of a training run that an export derives from; a new training invalidates them.

@@ -157,3 +157,12 @@ def test_wandb_key_only_from_the_environment(kolo_m: KoloRunner) -> None:
     assert "[model] start" not in online.stdout  # refused before the model loads
     flag = kolo_m("--runtime", "local", "train", "--report-to", "wandb", "--wandb-api-key", "sekrit", timeout=120)
     assert flag.returncode == 2 and "sekrit" not in flag.stdout, flag.stderr
+
+
+def test_delete_removes_the_tracker_folders(kolo_m: KoloRunner, root: Path, tb_run: Path, wandb_run: Path) -> None:
+    """runs/ and wandb/ are kolo's (runfolder.RUN_ENTRIES): `kolo delete` takes them, links inside wandb/ too."""
+    for run in (tb_run, wandb_run):
+        assert (run / ("runs" if run == tb_run else "wandb")).is_dir()
+        r = kolo_m("delete", run.name, "--yes", timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert not run.exists(), sorted(p.name for p in run.iterdir())
