@@ -23,7 +23,6 @@ VERBS: dict[str, tuple[str, str]] = {
     "check": ("kolo_trainer.data:check_main", "Validate a data file and print statistics."),
     "preview": ("kolo_trainer.masking:preview_main", "Show one rendered example with the trained tokens marked."),
     "plan": ("kolo_trainer.plan.main:run", "Estimate memory, disk and time of a training run (no model load)."),
-    "plan": ("kolo_trainer.plan.main:run", "Estimate memory, disk and time of a training run (no model load)."),
     "make-tiny-model": ("kolo_trainer.tiny:main", "Build the tiny demo model (a toy that only proves the pipeline)."),
     "rag-build": ("kolo_trainer.rag.main:build_main", "Index documents for RAG (offline embeddings + FAISS)."),
     "rag-add": ("kolo_trainer.rag.main:add_main", "Add documents to a RAG index (old chunks are not re-embedded)."),
