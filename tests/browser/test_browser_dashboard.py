@@ -102,6 +102,7 @@ def test_upload_create_watch_reload_download(browser, served, tmp_path: Path) ->
     with tarfile.open(archive) as tar:
         names = tar.getnames()
     assert "job-1/kolo.json" in names and "job-1/model/config.json" in names
+    assert page.get_attribute("#chat", "href") == "/runs/job-1/chat"  # the chat page (tests/browser/test_browser_chat)
     page.goto(srv.url + "/jobs")
     assert page.locator("#jobs .status").first.text_content() == "completed"
     page.screenshot(path=str(shots / "jobs-after.png"), full_page=True)
