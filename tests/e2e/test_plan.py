@@ -90,6 +90,11 @@ def test_disk_estimate_against_bytes_written_by_train_and_export(runs) -> None:
     for q in ("F16", "Q4_K_M"):
         real = (root / "outputs" / "full" / "gguf" / f"full-{q}.gguf").stat().st_size
         assert abs(real - est["gguf_bytes"][q]) <= 0.25 * real, (q, est["gguf_bytes"][q], real)
+    # the export recorded its own bytes next to the estimate for the same files (a full run: no merged/)
+    exp = man["plan"]["compare"]["export_disk"]
+    ggufs = sum((root / "outputs" / "full" / "gguf" / f"full-{q}.gguf").stat().st_size for q in ("F16", "Q4_K_M"))
+    assert exp["measured"] == ggufs == man["plan"]["measured"]["export_bytes"]
+    assert exp["estimated"] == est["gguf_bytes"]["F16"] + est["gguf_bytes"]["Q4_K_M"] and 0.75 <= exp["ratio"] <= 1.25
 
 
 def test_kolo_plan_before_training_gave_the_same_figures(runs) -> None:

@@ -200,7 +200,17 @@ def _export(ctx: stages.Context, plan: Plan) -> dict:
             pass
         raise
     ctx.save(status="finished", error=None, total_s=round(time.monotonic() - t0, 2), **result)
+    _record_plan(ctx, result)
     return result
+
+
+def _record_plan(ctx: stages.Context, result: dict) -> None:
+    """The plan's disk estimate for the exported files next to the bytes written (kolo.json ``plan``)."""
+    from ..plan import record
+
+    plan = record.with_export(manifest.load(ctx.run_dir).get("plan"), ctx.run_dir, result["quantizations"])
+    if plan is not None:
+        manifest.update(ctx.run_dir, plan=plan)
 
 
 def _pipeline(ctx: stages.Context, plan: Plan) -> dict:

@@ -49,3 +49,21 @@ def section(p: Plan | None, memory: dict[str, Any], run_dir: Path) -> dict[str, 
                        "ratio": _ratio(measured["run_folder_bytes"], kept)},
     }
     return {"estimate": est, "measured": measured, "compare": compare}
+
+
+def with_export(plan: dict[str, Any] | None, run_dir: Path, quantizations: dict[str, dict]) -> dict[str, Any] | None:
+    """kolo.json ``plan`` after an export: the bytes it wrote (merged/ and each GGUF) next to the estimate's figures
+    for the same files. None when the run has no plan section (trained before kolo planned, or --no-plan-check)."""
+    disk = ((plan or {}).get("estimate") or {}).get("disk")
+    if not disk:
+        return None
+    ggufs = {q: info for q, info in quantizations.items() if q != "LORA"}
+    merged = run_dir / "merged"
+    estimated = (disk.get("merged_bytes") or 0 if merged.is_dir() else 0) + \
+        sum((disk.get("gguf_bytes") or {}).get(q, 0) for q in ggufs)
+    measured = (folder_bytes(merged) if merged.is_dir() else 0) + sum(int(i.get("bytes") or 0) for i in ggufs.values())
+    assert plan is not None
+    return {**plan, "measured": {**(plan.get("measured") or {}), "export_bytes": measured},
+            "compare": {**(plan.get("compare") or {}),
+                        "export_disk": {"estimated": estimated, "measured": measured,
+                                        "ratio": _ratio(measured, estimated)}}}
