@@ -140,9 +140,9 @@ def create_app(cfg: ServerConfig, key: str) -> FastAPI:
     def health() -> dict[str, str]:
         return {"status": "ok", "version": _version()}
 
-    from . import routes_artifacts, routes_datasets, routes_jobs, web
+    from . import routes_artifacts, routes_datasets, routes_jobs, routes_rag, web
 
-    for module in (routes_datasets, routes_jobs, routes_artifacts):
+    for module in (routes_datasets, routes_jobs, routes_artifacts, routes_rag):
         app.include_router(module.router, prefix="/api/v1", dependencies=[Depends(require_key)])
     web.mount(app)
     from . import routes_chat
