@@ -103,6 +103,13 @@ class KoloRunner:
         return subprocess.Popen(self.argv(*args), cwd=self.cwd, env=self._env(env), text=True, **kw)
 
 
+@pytest.fixture(scope="session")
+def make_kolo() -> type[KoloRunner]:
+    """KoloRunner itself, for module-scoped fixtures with a data root of their own. (A test module cannot import it:
+    with one conftest.py per suite folder, ``import conftest`` gives whichever was collected first.)"""
+    return KoloRunner
+
+
 @pytest.fixture()
 def kolo(data_root: Path, tmp_path: Path) -> KoloRunner:
     cwd = tmp_path / "cwd"

@@ -27,7 +27,6 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[1]))
 import train_helpers as th  # noqa: E402
-from conftest import KoloRunner  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 
@@ -50,8 +49,8 @@ def root(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def kolo_m(root: Path, tmp_path_factory: pytest.TempPathFactory) -> KoloRunner:
-    return KoloRunner(root, tmp_path_factory.mktemp("cwd"))
+def kolo_m(root: Path, tmp_path_factory: pytest.TempPathFactory, make_kolo) -> KoloRunner:
+    return make_kolo(root, tmp_path_factory.mktemp("cwd"))
 
 
 def _train(kolo_m: KoloRunner, out: str, *extra: str, timeout: float = 600) -> subprocess.CompletedProcess:

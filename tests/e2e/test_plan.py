@@ -20,7 +20,6 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_helpers import setup_root  # noqa: E402
 
-from conftest import KoloRunner  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 
@@ -41,7 +40,7 @@ def _require_converter() -> None:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> tuple[KoloRunner, Path]:
+def runs(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, make_kolo) -> tuple[KoloRunner, Path]:
     _require_converter()
     root = tmp_path_factory.mktemp("plan") / "kolo_data"
     for sub in ("data", "models", "outputs"):
@@ -49,7 +48,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> tuple[Ko
     setup_root(root, tiny_model)
     cwd = root.parent / "cwd"
     cwd.mkdir()
-    kolo = KoloRunner(root, cwd)
+    kolo = make_kolo(root, cwd)
     env = {"KOLO_RUNTIME": "local", "CUDA_VISIBLE_DEVICES": ""}
     r = kolo("plan", *COMMON, "--method", "full", "--quantization", "Q4_K_M", "--json", env=env)
     assert r.returncode == 0, r.stderr[-3000:]
