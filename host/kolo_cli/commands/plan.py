@@ -177,12 +177,10 @@ def render(p: dict[str, Any]) -> None:
 
 def register(app: typer.Typer) -> None:
     from ..optionflags import make_command
+    from .train import config_param
 
     extra = [
-        inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],
-                          default=typer.Option(None, "--config", "-c", metavar="FILE.yaml",
-                                               help="YAML file of options; flags override its keys.",
-                                               rich_help_panel="Run")),
+        config_param(),
         inspect.Parameter("as_json", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
                           default=typer.Option(False, "--json", help="Print the plan as JSON.",
                                                rich_help_panel="Run")),

@@ -85,14 +85,19 @@ def train(flags: dict[str, Any], config: Optional[Path], dry_run: bool) -> None:
         raise typer.Exit(rc)
 
 
+def config_param() -> inspect.Parameter:
+    """``--config FILE.yaml``: the train options from a file (kolo train and kolo plan take the same)."""
+    return inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],
+                             default=typer.Option(None, "--config", "-c", metavar="FILE.yaml",
+                                                  help="YAML file of options; flags override its keys.",
+                                                  rich_help_panel="Run"))
+
+
 def register(app: typer.Typer) -> None:
     from ..optionflags import make_command
 
     extra = [
-        inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],
-                          default=typer.Option(None, "--config", "-c", metavar="FILE.yaml",
-                                               help="YAML file of options; flags override its keys.",
-                                               rich_help_panel="Run")),
+        config_param(),
         inspect.Parameter("dry_run", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
                           default=typer.Option(False, "--dry-run", help="Print the exact command (one shell-quoted "
                                                "line) and run nothing.", rich_help_panel="Run")),
