@@ -8,9 +8,9 @@ Paths (``train_data``, ``eval_data``, ``output_dir``, a local ``base_model``) ar
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Annotated, Callable, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from . import names
 
@@ -34,6 +34,20 @@ def _normalise_quant(values: list[str]) -> list[str]:
     return out
 
 
+def _checked(check: Callable[[str], None]) -> AfterValidator:
+    """A names.check_* function as a pydantic validator (the value comes back unchanged)."""
+    def run(value: str) -> str:
+        check(value)
+        return value
+    return AfterValidator(run)
+
+
+# The option types every option model shares: one validator each, here (spec.describe sees the plain type).
+RunName = Annotated[str, _checked(names.check_run_name)]  # a run folder under outputs/ (also a RAG index name)
+RelPath = Annotated[str, _checked(names.check_relative)]  # a file or folder relative to the data root
+Quantizations = Annotated[list[str], AfterValidator(_normalise_quant)]  # GGUF types, normalised, no repeats
+
+
 def quantization(value: str) -> str:
     """One quantisation name, normalised (``q4_k_m`` -> ``Q4_K_M``); for verbs that take a single one
     (ollama-install, lmstudio-install). Raises OptionsError (exit 2) with the same wording as the option models."""
@@ -53,11 +67,11 @@ class TrainOptions(_Options):
     """Options of ``kolo train`` / ``python -m kolo_trainer train``."""
 
     # --- data
-    train_data: str = Field("data/data.jsonl", description="Training file, relative to the data root "
+    train_data: RelPath = Field("data/data.jsonl", description="Training file, relative to the data root "
                             "(JSONL, JSON or CSV; see `kolo data check`).", json_schema_extra={"group": "data"})
     data_format: Literal[DATA_FORMATS] = Field(  # type: ignore[valid-type]
         "auto", description="Input format; auto detects it from the first rows.", json_schema_extra={"group": "data"})
-    eval_data: Optional[str] = Field(None, description="Separate evaluation file, relative to the data root.",
+    eval_data: Optional[RelPath] = Field(None, description="Separate evaluation file, relative to the data root.",
                                      json_schema_extra={"group": "data"})
     eval_split: float = Field(0.0, ge=0.0, lt=0.5, description="Fraction of the training rows held out for eval "
                               "loss (e.g. 0.05). 0 = none.", json_schema_extra={"group": "data"})
@@ -123,7 +137,7 @@ class TrainOptions(_Options):
                                  "CPU).", json_schema_extra={"group": "schedule"})
 
     # --- outputs
-    output_dir: str = Field("model", description="Run folder name under <data root>/outputs/.",
+    output_dir: RunName = Field("model", description="Run folder name under <data root>/outputs/.",
                             json_schema_extra={"group": "output"})
     save_steps: int = Field(500, ge=1, description="Checkpoint every N optimizer steps.",
                             json_schema_extra={"group": "output"})
@@ -132,7 +146,7 @@ class TrainOptions(_Options):
                          "(Kolo's -UseCheckpoint).", json_schema_extra={"group": "output"})
     overwrite: bool = Field(False, description="Replace a finished run in the output dir.",
                             json_schema_extra={"group": "output"})
-    quantization: list[str] = Field(default_factory=list, description="Export these GGUF quantisations after "
+    quantization: Quantizations = Field(default_factory=list, description="Export these GGUF quantisations after "
                                     "training (repeatable): " + ", ".join(QUANTIZATIONS) + ".",
                                     json_schema_extra={"group": "output"})
     report_to: Literal["none", "tensorboard", "wandb"] = Field("none", description="Experiment tracker.",
@@ -161,30 +175,6 @@ class TrainOptions(_Options):
     plan_check: bool = Field(True, description="Refuse, before the model loads, a run the estimate says cannot "
                              "fit the GPU/RAM or the disk (--no-plan-check trains anyway).",
                              json_schema_extra={"group": "plan"})
-
-    @field_validator("quantization")
-    @classmethod
-    def _quant(cls, v: list[str]) -> list[str]:
-        return _normalise_quant(v)
-
-    @field_validator("train_data")
-    @classmethod
-    def _names(cls, v: str) -> str:
-        names.check_relative(v)
-        return v
-
-    @field_validator("eval_data")
-    @classmethod
-    def _opt_name(cls, v: Optional[str]) -> Optional[str]:
-        if v is not None:
-            names.check_relative(v)
-        return v
-
-    @field_validator("output_dir")
-    @classmethod
-    def _one_level(cls, v: str) -> str:
-        names.check_run_name(v)
-        return v
 
     @field_validator("base_model", "chat_template", "master_addr")
     @classmethod
@@ -218,8 +208,8 @@ class TrainOptions(_Options):
 class ExportOptions(_Options):
     """Options of ``kolo export`` / ``python -m kolo_trainer export``."""
 
-    output_dir: str = Field(..., description="Run folder name under <data root>/outputs/ (a finished training run).")
-    quantization: list[str] = Field(default_factory=lambda: ["Q4_K_M"], description="Quantisations to write "
+    output_dir: RunName = Field(..., description="Run folder name under <data root>/outputs/ (a finished training run).")
+    quantization: Quantizations = Field(default_factory=lambda: ["Q4_K_M"], description="Quantisations to write "
                                     "(repeatable): " + ", ".join(QUANTIZATIONS) + ". F16 is always written.")
     adapter_only: bool = Field(False, description="Convert only the LoRA adapter to GGUF; the Modelfile uses FROM "
                                "<base> + ADAPTER.")
@@ -233,22 +223,10 @@ class ExportOptions(_Options):
     top_p: float = Field(0.9, gt=0.0, le=1.0, description="PARAMETER top_p in the Modelfile.")
     force: bool = Field(False, description="Redo every stage even when its outputs are up to date.")
 
-    @field_validator("quantization")
-    @classmethod
-    def _quant(cls, v: list[str]) -> list[str]:
-        return _normalise_quant(v)
-
-    @field_validator("output_dir")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        names.check_run_name(v)
-        return v
-
-
 class ChatOptions(_Options):
     """Options of ``kolo chat`` / ``python -m kolo_trainer chat``."""
 
-    output_dir: str = Field(..., description="Run folder name under <data root>/outputs/ (an exported run).")
+    output_dir: RunName = Field(..., description="Run folder name under <data root>/outputs/ (an exported run).")
     quantization: Optional[str] = Field(None, description="Which GGUF to chat with: " + ", ".join(QUANTIZATIONS)
                                         + " (default: Q4_K_M when exported, else the smallest exported).")
     prompt: Optional[str] = Field(None, description="Ask one question, print the answer and exit (default: an "
@@ -261,12 +239,6 @@ class ChatOptions(_Options):
     @classmethod
     def _quant(cls, v: Optional[str]) -> Optional[str]:
         return None if v is None else _normalise_quant([v])[0]
-
-    @field_validator("output_dir")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        names.check_run_name(v)
-        return v
 
     @field_validator("prompt")
     @classmethod

