@@ -232,7 +232,7 @@ def test_greedy_answer_is_the_memorised_one_and_hf_agrees_independently(exported
     msgs = [json.loads(line)["messages"] for line in open(root / "data" / "example.jsonl")][1]
     jinja = templates.get("chatml").jinja
     ids = verify.hf_prompt_ids(tok, jinja, msgs[:-1])
-    llm = verify._load_llama(run / "gguf" / "run1-F16.gguf")
+    llm = verify.load_llama(run / "gguf" / "run1-F16.gguf")
     assert list(llm.tokenize(verify.ollama_prompt_text(tok, jinja, msgs[:-1]).encode(), add_bos=True,
                              special=True)) == ids
     stops = {tok.eos_token_id}

@@ -44,7 +44,7 @@ def test_qwen2_converts_quantises_and_matches_hf(tmp_path):
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     model.half().float()  # the very weights the F16 GGUF holds
     jinja = templates.get("chatml").jinja
-    llm = verify._load_llama(f16)
+    llm = verify.load_llama(f16)
     rows = [json.loads(line)["messages"] for line in open(tiny.example_dataset_path())][:4]
     for msgs in rows:
         ids = verify.hf_prompt_ids(tok, jinja, msgs[:-1])
@@ -53,7 +53,7 @@ def test_qwen2_converts_quantises_and_matches_hf(tmp_path):
     hf, margins = verify.hf_greedy(model, ids, {tok.eos_token_id}, tok.pad_token_id, n=16)
     assert verify.gguf_greedy(llm, ids, {tok.eos_token_id}, n=16) == hf
     for q in ("F16", "Q4_K_M"):
-        out = verify.gguf_greedy(verify._load_llama(f16 if q == "F16" else q4), ids, set(), n=4)
+        out = verify.gguf_greedy(verify.load_llama(f16 if q == "F16" else q4), ids, set(), n=4)
         assert len(out) == 4
 
 

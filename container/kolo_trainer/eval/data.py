@@ -32,10 +32,10 @@ class Selection:
 
 def _load(root: DataRoot, rel: str, fmt: str, skip_invalid: bool, what: str) -> list[list[dict]]:
     """Valid rows of a data file (every bad row listed, file:line, unless the run skipped invalid rows)."""
-    from ..train.main import _load_file
+    from ..train.main import load_file
 
     path = root.file(rel, what)
-    rows, _result, _report = _load_file(path, rel, fmt, skip_invalid)
+    rows, _result, _report = load_file(path, rel, fmt, skip_invalid)
     return rows
 
 
@@ -67,12 +67,12 @@ def select(root: DataRoot, data: dict, eval_data: Optional[str], tok: Any, jinja
 
 
 def _held_out_rows(rows: list[list[dict]], o: dict, tok: Any, jinja: str) -> list[int]:
-    from ..train.main import _encode_rows, held_out
+    from ..train.main import encode_rows, held_out
 
     ctx = SimpleNamespace(opts=SimpleNamespace(max_seq_length=int(o.get("max_seq_length") or 2048),
                                                train_on_inputs=bool(o.get("train_on_inputs"))),
                           tokenizer=tok, template=SimpleNamespace(jinja=jinja))
-    examples, _lengths, _dropped = _encode_rows(ctx, rows, "train")
+    examples, _lengths, _dropped = encode_rows(ctx, rows, "train")
     held = held_out(len(examples), float(o["eval_split"]), int(o.get("seed") or 0))
     return [e.row for i, e in enumerate(examples) if i in held]
 

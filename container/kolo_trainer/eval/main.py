@@ -85,9 +85,9 @@ def check(root: DataRoot, run: Run, opts: EvalOptions) -> Plan:
     sel = edata.select(root, data, opts.eval_data, tok, jinja)
     max_len = int((data.get("options") or {}).get("max_seq_length") or 2048)
     plan = Plan(opts, run, data, ref, files, tok, jinja, date, list(ct.get("stop") or []), sel)
-    from ..export.verify import _config_eos, stop_ids
+    from ..export.verify import config_eos, stop_ids
 
-    plan.stop_ids = stop_ids(tok, _config_eos(Path(ref.model)), plan.stops)
+    plan.stop_ids = stop_ids(tok, config_eos(Path(ref.model)), plan.stops)
     plan.items = edata.encode(sel.rows, tok, jinja, max_len, opts.max_rows, date)
     if not plan.items:
         raise DataError([f"{sel.file}: no conversation has an assistant reply within {max_len} tokens to "
@@ -175,7 +175,7 @@ def _measure_hf(plan: Plan, answers: list[dict], warnings: list[str]) -> tuple[l
 
 
 def _measure_gguf(plan: Plan, files: Any, items: list, ref_rows: list, answers: list[dict]) -> tuple[dict, list, dict]:
-    from ..export.verify import _first_diff, gguf_greedy
+    from ..export.verify import first_diff, gguf_greedy
 
     need = max([len(it.enc.input_ids) for it in items] + [len(a["ids"]) + plan.opts.max_new_tokens
                                                           for a in answers])
@@ -187,7 +187,7 @@ def _measure_gguf(plan: Plan, files: Any, items: list, ref_rows: list, answers: 
             tally.add(ref, models.gguf_rows(llm, ids, it.pos), [ids[p] for p in it.pos])
             gg = models.gguf_ids(llm, it.enc.text, plan.tok.bos_token)[:len(ids)]
             if gg != ids:
-                d = _first_diff(ids, gg)
+                d = first_diff(ids, gg)
                 mism.append({"row": it.row, "position": d, "hf": ids[d:d + 5], "gguf": gg[d:d + 5]})
             progress.emit("progress", stage=f"eval {files.quant}", step=k + 1, total=len(items))
         texts = [models.answer_text(plan.tok, gguf_greedy(llm, a["ids"], plan.stop_ids,

@@ -2,7 +2,7 @@
 
 The HF reference is what the run has: the export's merged 16-bit model (``merged/``), the full fine-tune
 (``model/``), or the base model + the LoRA adapter, loaded in float32 as export verification loads it
-(:func:`kolo_trainer.export.verify._hf_model`). Each GGUF is the one its Modelfile names (FROM, and ADAPTER for an
+(:func:`kolo_trainer.export.verify.hf_model`). Each GGUF is the one its Modelfile names (FROM, and ADAPTER for an
 ``--adapter-only`` export), resolved by :func:`kolo_trainer.export.chat.exported`, loaded by llama.cpp with
 ``logits_all`` so every position's logits can be read after one evaluation of the ids.
 """
@@ -46,9 +46,9 @@ def reference(root: DataRoot, run: Run, data: dict) -> Reference:
 
 
 def load_hf(ref: Reference) -> Any:
-    from ..export.verify import _hf_model
+    from ..export.verify import hf_model
 
-    return _hf_model(Path(ref.model) if Path(ref.model).is_dir() else ref.model, ref.adapter)  # type: ignore[arg-type]
+    return hf_model(Path(ref.model) if Path(ref.model).is_dir() else ref.model, ref.adapter)  # type: ignore[arg-type]
 
 
 def hf_rows(model: Any, ids: list[int], pos: list[int]) -> np.ndarray:
@@ -61,9 +61,9 @@ def hf_rows(model: Any, ids: list[int], pos: list[int]) -> np.ndarray:
 
 
 def load_gguf(gguf: Path, adapter: Optional[Path], n_ctx: int) -> Any:
-    from ..export.verify import _load_llama
+    from ..export.verify import load_llama
 
-    return _load_llama(gguf, adapter, n_ctx=n_ctx, logits_all=True)
+    return load_llama(gguf, adapter, n_ctx=n_ctx, logits_all=True)
 
 
 def gguf_rows(llm: Any, ids: list[int], pos: list[int]) -> np.ndarray:
@@ -75,9 +75,9 @@ def gguf_rows(llm: Any, ids: list[int], pos: list[int]) -> np.ndarray:
 
 def gguf_ids(llm: Any, text: str, bos: Optional[str]) -> list[int]:
     """What llama.cpp (and so Ollama) makes of the rendered text: BOS from the GGUF's metadata, specials parsed."""
-    from ..export.verify import _strip_bos
+    from ..templates import strip_bos
 
-    return list(llm.tokenize(_strip_bos(text, bos).encode("utf-8"), add_bos=True, special=True))
+    return list(llm.tokenize(strip_bos(text, bos).encode("utf-8"), add_bos=True, special=True))
 
 
 def answer_text(tok: Any, out: list[int], stops: list[str]) -> str:

@@ -39,7 +39,7 @@ LOAD_TOKENS = 4
 NEAR_TIE = 0.02
 
 
-def _first_diff(a: list, b: list) -> int:
+def first_diff(a: list, b: list) -> int:
     for i, (x, y) in enumerate(zip(a, b)):
         if x != y:
             return i
@@ -76,10 +76,6 @@ def prompt_of(conv: list[dict]) -> list[dict]:
     return conv[:last]
 
 
-def _strip_bos(text: str, bos: Optional[str]) -> str:
-    return text[len(bos):] if bos and text.startswith(bos) else text
-
-
 def _adds_bos(tok: Any) -> bool:
     # The tokenizer's behaviour, not its add_bos_token attribute (they can disagree): the rule training uses.
     ids = tok("a")["input_ids"]
@@ -96,7 +92,7 @@ def hf_prompt_ids(tok: Any, jinja: str, msgs: list[dict], date: Optional[str] = 
 
 
 def ollama_prompt_text(tok: Any, jinja: str, msgs: list[dict], date: Optional[str] = None) -> str:
-    return _strip_bos(templates.render(jinja, msgs, add_generation_prompt=True, bos_token="",
+    return templates.strip_bos(templates.render(jinja, msgs, add_generation_prompt=True, bos_token="",
                                        eos_token=tok.eos_token, date=date), tok.bos_token)
 
 
@@ -148,12 +144,12 @@ def _tf_entry(i: int, start: int, hf: list[int], margins: list[float], gg: list[
     h, g, m = hf[start:], gg[start:], margins[start:]
     entry: dict[str, Any] = {"prompt": i, "equal": h == g, "hf": h, "gguf": g}
     if h != g:
-        k = _first_diff(h, g)
+        k = first_diff(h, g)
         entry.update(first_diff=start + k, hf_margin=m[k], hf=h[k:], gguf=g[k:])
     return entry
 
 
-def _load_llama(path: Path, lora: Optional[Path] = None, n_ctx: int = 512, logits_all: bool = False):
+def load_llama(path: Path, lora: Optional[Path] = None, n_ctx: int = 512, logits_all: bool = False):
     import llama_cpp
 
     kwargs: dict[str, Any] = dict(model_path=str(path), n_ctx=n_ctx, verbose=False, seed=0, logits_all=logits_all,
@@ -197,7 +193,7 @@ def hf_greedy(model: Any, ids: list[int], stops: set[int], pad_id: Optional[int]
     return out, margins
 
 
-def _hf_model(reference_dir: Path, adapter_dir: Optional[Path]):
+def hf_model(reference_dir: Path, adapter_dir: Optional[Path]):
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -210,7 +206,7 @@ def _hf_model(reference_dir: Path, adapter_dir: Optional[Path]):
     return model
 
 
-def _config_eos(model_dir: Path) -> Any:
+def config_eos(model_dir: Path) -> Any:
     """eos_token_id of config.json and generation_config.json (read as JSON: no model load needed)."""
     import json
 
@@ -285,7 +281,7 @@ class Reference:
 
     def _compute_tops(self) -> tuple[list, list]:
         if self._tops is None:
-            self._tops = hf_next_tokens(_hf_model(self.reference_dir, self.adapter_dir), self._compute_inputs().seqs)
+            self._tops = hf_next_tokens(hf_model(self.reference_dir, self.adapter_dir), self._compute_inputs().seqs)
         return self._tops
 
 
@@ -344,9 +340,9 @@ def verify_all(ctx: stages.Context, *, files: dict[str, Path], modelfiles: dict[
     timings["tokenizer"] = round(time.monotonic() - t0, 2)
     # The context must hold the longest prompt plus the generated tokens (llama.cpp refuses more).
     n_ctx = max(512, max((len(i) for i in ref.hf_ids), default=0) * 2 + NEW_TOKENS + 16, MAX_TF_TOKENS + 16)
-    stops = stop_ids(ref.tok, _config_eos(reference.reference_dir), settings.get("stop") or [])
+    stops = stop_ids(ref.tok, config_eos(reference.reference_dir), settings.get("stop") or [])
     t = time.monotonic()
-    f16 = _load_llama(files["F16"], adapter_gguf, n_ctx=n_ctx, logits_all=True)
+    f16 = load_llama(files["F16"], adapter_gguf, n_ctx=n_ctx, logits_all=True)
     gg_ids = _token_parity(v, ref.tok, f16, ref.jinja, ref.date, ref.prompts, ref.hf_ids, ref.source)
     gg_tops = [gguf_next_tokens(f16, seq) for seq in ref.seqs]
     v.res["load"] = _load_checks(v, files, f16, adapter_gguf, n_ctx,
@@ -389,7 +385,7 @@ def _token_parity(v: SimpleNamespace, tok: Any, f16: Any, jinja: str, date: Opti
     mism = []
     for i, (a, b) in enumerate(zip(hf_ids, gg_ids)):
         if a != b:
-            k = _first_diff(a, b)
+            k = first_diff(a, b)
             mism.append({"prompt": i, "position": k, "hf": a[k:k + 5], "gguf": b[k:k + 5]})
             v.problems.append(f"token parity: prompt {i + 1}: HF and GGUF prompt token ids differ at position {k}: "
                               f"HF {a[k:k + 5]} ({tok.convert_ids_to_tokens(a[k:k + 5])}) vs GGUF {b[k:k + 5]} "
@@ -407,7 +403,7 @@ def _load_checks(v: SimpleNamespace, files: dict[str, Path], f16: Any, adapter_g
     load: dict[str, Any] = {}
     for q, path in files.items():
         try:
-            llm = f16 if q == "F16" else _load_llama(path, adapter_gguf, n_ctx=n_ctx)
+            llm = f16 if q == "F16" else load_llama(path, adapter_gguf, n_ctx=n_ctx)
             # A few tokens prove the file loads and runs; the F16 GGUF's numbers are checked token by token.
             out = f16_predicted[:LOAD_TOKENS * 4] if q == "F16" and f16_predicted else \
                 gguf_greedy(llm, first, stops, n=LOAD_TOKENS)
@@ -484,7 +480,7 @@ def template_check(ctx: stages.Context, jinja: str, tok: Any, convs: list[list[d
             residual.append(note)
         for i, (g, w) in enumerate(zip(got, wanted)):
             if g != w:
-                k = _first_diff(list(g), list(w))
+                k = first_diff(list(g), list(w))
                 problems.append(f"template: {rel}: conversation {i + 1}: Ollama's rendering differs from the chat "
                                 f"template at character {k}: Go {g[max(0, k - 15):k + 15]!r} vs HF "
                                 f"{w[max(0, k - 15):k + 15]!r}")
@@ -507,7 +503,7 @@ def _template_cases(jinja: str, tok: Any, convs: list[list[dict]], system: Optio
         full = c if not system or (c and c[0]["role"] == "system") else [{"role": "system", "content": system}] + c
         agp = not full or full[-1]["role"] != "assistant"
         try:
-            want = _strip_bos(templates.render(jinja, full, add_generation_prompt=agp, bos_token="",
+            want = templates.strip_bos(templates.render(jinja, full, add_generation_prompt=agp, bos_token="",
                                                eos_token=tok.eos_token, date=date), tok.bos_token)
         except templates.TemplateError:
             continue  # the training template itself refuses this conversation shape

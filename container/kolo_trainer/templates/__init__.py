@@ -380,7 +380,8 @@ BATTERY: tuple[tuple[dict, ...], ...] = tuple(
 _REFUSED = object()  # the template raised on this conversation
 
 
-def _strip_bos(text: str, bos: str) -> str:
+def strip_bos(text: str, bos: Optional[str]) -> str:
+    """``text`` without a leading literal BOS (an Ollama TEMPLATE never holds one)."""
     return text[len(bos):] if bos and text.startswith(bos) else text
 
 
@@ -388,7 +389,7 @@ def _render_for_comparison(jinja: str, messages: list[dict], agp: bool, bos_toke
                            eos_token: Optional[str], date: Optional[str] = None) -> str:
     # Rendered with bos_token="" and then a *literal* leading BOS removed too, so templates that hard-code it
     # ("<|begin_of_text|>...") compare equal to those using the variable.
-    return _strip_bos(render(jinja, messages, add_generation_prompt=agp, bos_token="", eos_token=eos_token,
+    return strip_bos(render(jinja, messages, add_generation_prompt=agp, bos_token="", eos_token=eos_token,
                              date=date), bos_token)
 
 

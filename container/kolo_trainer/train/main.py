@@ -215,7 +215,7 @@ def stage_check_and_lock_once(ctx: Ctx) -> None:
         setattr(ctx, k, decision[k])
 
 
-def _load_file(path: Path, name: str, fmt: str, skip_invalid: bool) -> tuple[list[list[dict]], Any, Any]:
+def load_file(path: Path, name: str, fmt: str, skip_invalid: bool) -> tuple[list[list[dict]], Any, Any]:
     """(messages per valid row, LoadResult, DropReport); raises DataError listing every bad row unless
     --skip-invalid (file-level problems always raise)."""
     from .. import data
@@ -227,7 +227,7 @@ def _load_file(path: Path, name: str, fmt: str, skip_invalid: bool) -> tuple[lis
 
 def stage_data(ctx: Ctx) -> None:
     o = ctx.opts
-    rows, result, report = _load_file(ctx.train_path, o.train_data, o.data_format, o.skip_invalid)
+    rows, result, report = load_file(ctx.train_path, o.train_data, o.data_format, o.skip_invalid)
     dropped = list(report.dropped)
     for w in getattr(result, "warnings", []) or []:
         progress.emit("warning", message=str(w))
@@ -242,7 +242,7 @@ def stage_data(ctx: Ctx) -> None:
         "rows_dropped": len(dropped), "dropped": dropped, "eval_file": o.eval_data, "eval_rows": 0,
     }
     if ctx.eval_path is not None:
-        erows, _, ereport = _load_file(ctx.eval_path, o.eval_data, o.data_format, o.skip_invalid)
+        erows, _, ereport = load_file(ctx.eval_path, o.eval_data, o.data_format, o.skip_invalid)
         ctx.eval_rows = erows
         ctx.data_section["eval_sha256"] = manifest.sha256_file(ctx.eval_path)
         ctx.data_section["eval_dropped"] = list(ereport.dropped)
@@ -280,7 +280,7 @@ def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("TRANSFORMERS_OFFLINE") == "1"
 
 
-def _encode_rows(ctx: Ctx, rows: list[list[dict]], what: str) -> tuple[list, list[int], list[dict]]:
+def encode_rows(ctx: Ctx, rows: list[list[dict]], what: str) -> tuple[list, list[int], list[dict]]:
     """Encode with the full length (for the statistics), then truncate. Rows left with no trained token after
     truncation are dropped and reported: they would cost compute and teach nothing."""
     from .. import masking
@@ -312,7 +312,7 @@ def stage_encode(ctx: Ctx) -> None:
     from .collate import token_stats
 
     o = ctx.opts
-    ex, lengths, dropped = _encode_rows(ctx, ctx.train_rows, "train")
+    ex, lengths, dropped = encode_rows(ctx, ctx.train_rows, "train")
     if o.eval_split > 0 and not ctx.eval_rows:
         if len(ex) < 2:
             raise OptionsError([f"--eval-split {o.eval_split}: {len(ex)} usable row(s) is too few to hold some out"])
@@ -320,7 +320,7 @@ def stage_encode(ctx: Ctx) -> None:
         ctx.eval_examples = [e for i, e in enumerate(ex) if i in held]
         ex = [e for i, e in enumerate(ex) if i not in held]
     elif ctx.eval_rows:
-        ctx.eval_examples, _, _ = _encode_rows(ctx, ctx.eval_rows, "eval")
+        ctx.eval_examples, _, _ = encode_rows(ctx, ctx.eval_rows, "eval")
     if not ex:
         from ..errors import DataError
 
