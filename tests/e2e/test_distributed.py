@@ -97,6 +97,8 @@ def test_two_processes_match_one_and_only_rank0_writes(single: Path, ddp, root: 
     m = json.loads((run / "kolo.json").read_text())
     assert m["status"] == "finished" and m["options"]["nproc"] == 2 and m["backend"] == "hf"
     assert m["train"]["global_step"] == 4
+    # kolo plan counted the steps per rank (the DistributedSampler's share), not per process of the whole data
+    assert m["plan"]["estimate"]["time"]["total_steps"] == 4
     # One writer: every file of the one-process run, once, and nothing else but the Trainer's per-rank RNG state
     # (rank 1 writes rng_state_1.pth into each checkpoint: an exact resume needs every rank's RNG).
     mine = _files(run)

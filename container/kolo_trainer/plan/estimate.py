@@ -159,19 +159,20 @@ def setup(a: arch_mod.Arch, opts: Any, m: Machine, seq_len: int) -> mem.Setup:
         else tuple(t for t in opts.target_modules if t in shapes)
     return mem.Setup(method=opts.method, device=m.kind, weight_bytes=wb, compute_bytes=cb, gradient_checkpointing=gc,
                      batch_size=opts.batch_size, seq_len=seq_len, lora_rank=opts.lora_rank, targets=targets,
-                     modules_to_save=tuple(opts.modules_to_save))
+                     modules_to_save=tuple(opts.modules_to_save), world=opts.world_size, nproc=opts.nproc,
+                     fsdp=bool(opts.fsdp))
 
 
 def seconds_per_epoch(a: arch_mod.Arch, s: mem.Setup, m: Machine, tokens: int) -> float | None:
     n = a.total_params()
     flops_per_token = (6 if s.method == "full" else 4) * n + (2 * n if s.gradient_checkpointing else 0)
     if m.kind == "cpu":
-        rate = m.cpus * CPU_FLOPS_PER_CORE
+        rate = m.cpus * CPU_FLOPS_PER_CORE  # several processes share the same cores: no faster
     else:
         peak = next((t for k, t in GPU_TFLOPS.items() if m.gpu_name and k in m.gpu_name.upper()), None)
         if peak is None:
             return None
-        rate = peak * 1e12 * MFU
+        rate = peak * 1e12 * MFU * s.world  # data parallel: each device takes 1/world of the tokens
     return tokens * flops_per_token / rate if tokens else None
 
 
@@ -214,7 +215,7 @@ def evaluate(p: Plan, opts: Any) -> Plan:
 
 def need(p: Plan) -> int:
     """What is compared with the device's memory: the GPU peak plus what torch does not count, or the RSS."""
-    return mem.gpu_need(p.memory.peak) if p.setup.device == "cuda" else p.memory.peak
+    return mem.gpu_need(p.memory.peak) if p.setup.device == "cuda" else p.host_ram
 
 
 def _judge(p: Plan) -> list[str]:
@@ -227,8 +228,9 @@ def _judge(p: Plan) -> list[str]:
                        f"and the GPU has {gib(m.gpu_bytes)} ({m.gpu_name or 'GPU'}, {m.source})")
         if p.host_ram > m.ram_bytes:
             out.append(f"it needs ~{gib(p.host_ram)} of host RAM and {gib(m.ram_bytes)} is available")
-    elif p.memory.peak > m.ram_bytes:
-        out.append(f"it needs ~{gib(p.memory.peak)} of RAM (CPU training) and {gib(m.ram_bytes)} is available")
+    elif p.host_ram > m.ram_bytes:
+        procs = f" ({p.setup.nproc} processes)" if p.setup.nproc > 1 else ""
+        out.append(f"it needs ~{gib(p.host_ram)} of RAM (CPU training{procs}) and {gib(m.ram_bytes)} is available")
     return out
 
 

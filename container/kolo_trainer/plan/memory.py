@@ -24,6 +24,8 @@ on CPU, what glibc's allocator keeps after a free: ACTIVATION_OVERHEAD, measured
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 
 from .arch import Arch
@@ -62,6 +64,9 @@ class Setup:
     lora_rank: int
     targets: tuple[str, ...]  # LoRA target leaf names ("all-linear" resolved)
     modules_to_save: tuple[str, ...] = ()
+    world: int = 1  # training processes in all (--nproc x --nnodes), one device each
+    nproc: int = 1  # of which on this machine
+    fsdp: bool = False  # FSDP full_shard: weights, gradients and optimizer states split over the world
 
 
 @dataclass
@@ -121,9 +126,26 @@ def estimate(arch: Arch, s: Setup) -> Memory:
         moments = 2 if s.method == "qlora" else 8  # 8-bit paged AdamW vs fp32 AdamW, two moments each
         m.parts.update(adapters=lora * 4 + saved * s.weight_bytes, gradients=lora * 4 + saved * s.weight_bytes,
                        optimizer=lora * moments + saved * (2 if s.method == "qlora" else 2 * s.weight_bytes))
+    _distributed(arch, s, m)
     m.parts["activations"] = activations(arch, s)
     m.parts["runtime"] = RUNTIME_RSS_CPU if s.device == "cpu" else 0
     return m
+
+
+def _distributed(arch: Arch, s: Setup, m: Memory) -> None:
+    """Per process, with several: DDP keeps a full replica and, by default (``gradient_as_bucket_view=False``), its
+    all-reduce buckets are a second copy of the gradients (PyTorch DDP docs: setting it "can reduce peak memory
+    usage ... equal to the total gradients size"). FSDP full_shard (ZeRO-3) keeps 1/world of the weights,
+    gradients and optimizer states, plus the unit being all-gathered and the one prefetched: two decoder layers of
+    full weights (PyTorch FSDP docs, "FSDP ... memory")."""
+    if s.world <= 1:
+        return
+    if not s.fsdp:
+        m.parts["ddp_buckets"] = m.parts["gradients"]
+        return
+    for part in ("weights", "gradients", "optimizer"):
+        m.parts[part] = math.ceil(m.parts[part] / s.world)
+    m.parts["fsdp_gather"] = 2 * (arch.total_params() // max(1, arch.layers)) * s.weight_bytes
 
 
 #: The largest weight file transformers writes by default (save_pretrained's max_shard_size "5GB"): loading to a
@@ -132,11 +154,11 @@ SHARD_BYTES = 5 * 10 ** 9
 
 
 def host_ram(arch: Arch, s: Setup, device_peak: Memory) -> int:
-    """Peak RSS of the training process: everything on CPU; on a GPU the runtime plus one weight shard passing
-    through host memory while loading."""
+    """Peak RSS of this machine's training processes (one per local rank): everything on CPU; on a GPU the runtime
+    plus one weight shard passing through host memory while loading."""
     if s.device == "cpu":
-        return device_peak.peak
-    return RUNTIME_RSS_CUDA + min(SHARD_BYTES, arch.total_params() * s.weight_bytes)
+        return device_peak.peak * s.nproc  # every local rank is a process of this machine
+    return (RUNTIME_RSS_CUDA + min(SHARD_BYTES, arch.total_params() * s.weight_bytes)) * s.nproc
 
 
 def gpu_need(peak: int) -> int:

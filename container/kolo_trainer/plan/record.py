@@ -43,8 +43,9 @@ def section(p: Plan | None, memory: dict[str, Any], run_dir: Path) -> dict[str, 
     compare = {
         "device_memory": {"estimated": p.memory.peak, "measured": device_measured,
                           "ratio": _ratio(device_measured, p.memory.peak)},
-        "host_ram": {"estimated": p.host_ram, "measured": measured["peak_rss_bytes"],
-                     "ratio": _ratio(measured["peak_rss_bytes"], p.host_ram)},
+        # measured: rank 0's own process; estimated: per process (host_ram counts every local rank)
+        "host_ram": {"estimated": p.host_ram // p.setup.nproc, "measured": measured["peak_rss_bytes"],
+                     "ratio": _ratio(measured["peak_rss_bytes"], p.host_ram // p.setup.nproc)},
         "train_disk": {"estimated": kept, "measured": measured["run_folder_bytes"],
                        "ratio": _ratio(measured["run_folder_bytes"], kept)},
     }

@@ -18,8 +18,10 @@ from typing import Any
 
 
 def steps_plan(n_rows: int, opts: Any) -> tuple[int, int]:
-    """(optimizer steps per epoch, total optimizer steps), as Trainer will compute them."""
-    per_epoch = max(1, math.ceil(math.ceil(n_rows / opts.batch_size) / opts.gradient_accumulation_steps))
+    """(optimizer steps per epoch, total optimizer steps), as Trainer will compute them. With several processes
+    (--nproc x --nnodes) the DistributedSampler gives each rank ceil(rows / world) rows."""
+    rows = math.ceil(n_rows / max(1, getattr(opts, "world_size", 1)))
+    per_epoch = max(1, math.ceil(math.ceil(rows / opts.batch_size) / opts.gradient_accumulation_steps))
     total = opts.max_steps if opts.max_steps > 0 else per_epoch * opts.epochs
     return per_epoch, total
 

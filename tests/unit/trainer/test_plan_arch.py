@@ -101,6 +101,36 @@ def test_memory_parts_full_vs_lora_vs_qlora():
     assert full.parts["runtime"] == 0 and memory.estimate(a, _setup(a)).parts["runtime"] > 0
 
 
+def test_several_processes_ddp_replicas_and_fsdp_shards():
+    """Per process: DDP adds its gradient buckets (a second copy of the gradients); FSDP over 4 keeps a quarter of
+    weights, gradients and optimizer plus two layers gathered; host RAM counts this machine's processes."""
+    a = arch.from_config(LLAMA_32_1B)
+    n = a.total_params()
+    kw = dict(method="full", device="cuda", weight_bytes=2, compute_bytes=2)
+    one = memory.estimate(a, _setup(a, **kw))
+    ddp = memory.estimate(a, _setup(a, world=2, nproc=2, **kw))
+    assert ddp.parts["ddp_buckets"] == ddp.parts["gradients"] == 2 * n
+    assert ddp.peak == one.peak + 2 * n
+    fsdp = memory.estimate(a, _setup(a, world=4, nproc=4, fsdp=True, **kw))
+    assert (fsdp.parts["weights"], fsdp.parts["gradients"], fsdp.parts["optimizer"]) == (n // 2, n // 2, n)
+    assert fsdp.parts["fsdp_gather"] == 2 * (n // 16) * 2 and "ddp_buckets" not in fsdp.parts
+    assert fsdp.peak < one.peak
+    cpu = _setup(a, method="lora", world=2, nproc=2)
+    peak = memory.estimate(a, cpu)
+    assert memory.host_ram(a, cpu, peak) == 2 * peak.peak
+
+
+def test_steps_per_rank_with_several_processes():
+    """The DistributedSampler gives each rank ceil(rows / world) rows: the optimizer steps Trainer will run."""
+    from types import SimpleNamespace
+
+    from kolo_trainer.train.trainer import steps_plan
+
+    opts = dict(batch_size=4, gradient_accumulation_steps=1, max_steps=0, epochs=2)
+    assert steps_plan(34, SimpleNamespace(world_size=1, **opts)) == (9, 18)
+    assert steps_plan(34, SimpleNamespace(world_size=2, **opts)) == (5, 10)
+
+
 def test_activations_scale_and_checkpointing():
     a = arch.from_config(LLAMA_32_1B)
     one = memory.activations(a, _setup(a, batch_size=1, seq_len=1024))
