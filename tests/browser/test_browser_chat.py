@@ -19,8 +19,6 @@ sys.path.insert(0, str(TESTS / "e2e"))
 
 pytestmark = [pytest.mark.browser, pytest.mark.server, pytest.mark.e2e, pytest.mark.slow]
 
-CHROMIUM = Path("/usr/lib/chromium/chromium-headless-shell")
-
 #: Records every text the answer bubble takes while it streams: each update replaces the bubble's text node, and a
 #: MutationObserver sees each replaced node (even when several pieces arrive in one network read).
 WATCH = """() => { window.__updates = []; new MutationObserver((records) => { for (const r of records) {
@@ -28,17 +26,6 @@ WATCH = """() => { window.__updates = []; new MutationObserver((records) => { fo
   if (!t.classList || !t.classList.contains('text') || !t.parentElement.classList.contains('assistant')) continue;
   for (const n of r.addedNodes) if (n.nodeType === 3) window.__updates.push(n.data);
 }}).observe(document.querySelector('#messages'), {subtree: true, childList: true}); }"""
-
-
-@pytest.fixture()
-def browser():
-    pw = pytest.importorskip("playwright.sync_api", reason="pip install playwright (scripts/install.sh --dev)")
-    if not CHROMIUM.is_file():
-        pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium-headless-shell (scripts/test.sh does)")
-    with pw.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM))
-        yield b
-        b.close()
 
 
 @pytest.fixture()

@@ -18,19 +18,6 @@ sys.path.insert(0, str(TESTS / "e2e"))
 
 pytestmark = [pytest.mark.browser, pytest.mark.server, pytest.mark.e2e, pytest.mark.slow]
 
-CHROMIUM = Path("/usr/lib/chromium/chromium-headless-shell")
-
-
-@pytest.fixture()
-def browser():
-    pw = pytest.importorskip("playwright.sync_api", reason="pip install playwright (scripts/install.sh --dev)")
-    if not CHROMIUM.is_file():
-        pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium-headless-shell (scripts/test.sh does)")
-    with pw.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM))
-        yield b
-        b.close()
-
 
 @pytest.fixture()
 def served(data_root: Path, kolo, tiny_model: Path):
