@@ -41,11 +41,7 @@ REL_TOL = 1e-4
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Path:
-    base = tmp_path_factory.mktemp("dist")
-    data_root = base / "kolo_data"
-    for sub in ("data", "models", "outputs"):
-        (data_root / sub).mkdir(parents=True)
-    return th.setup_root(data_root, tiny_model)
+    return th.new_root(tmp_path_factory.mktemp("dist"), tiny_model)
 
 
 @pytest.fixture(scope="module")

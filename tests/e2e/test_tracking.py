@@ -31,10 +31,7 @@ OFFLINE = {"WANDB_MODE": "offline", "WANDB_SILENT": "true"}
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Path:
-    data_root = tmp_path_factory.mktemp("track") / "kolo_data"
-    for sub in ("data", "models", "outputs"):
-        (data_root / sub).mkdir(parents=True)
-    return th.setup_root(data_root, tiny_model)
+    return th.new_root(tmp_path_factory.mktemp("track"), tiny_model)
 
 
 @pytest.fixture(scope="module")

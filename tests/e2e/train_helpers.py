@@ -42,6 +42,14 @@ def write_jsonl(path: Path, items: list[dict]) -> Path:
     return path
 
 
+def new_root(base: Path, tiny_model: Path) -> Path:
+    """A fresh data root (data/ models/ outputs/) under ``base``, set up with ``setup_root``."""
+    data_root = base / "kolo_data"
+    for sub in ("data", "models", "outputs"):
+        (data_root / sub).mkdir(parents=True)
+    return setup_root(data_root, tiny_model)
+
+
 def setup_root(data_root: Path, tiny_model: Path) -> Path:
     """Copy the session's tiny model into this data root and write the Q/A files."""
     shutil.copytree(tiny_model, data_root / "models" / "tiny")
