@@ -114,10 +114,12 @@ def _distributed_arguments(opts: Any) -> dict[str, Any]:
     # (True) costs an extra traversal of the autograd graph per step and warns about it on every rank.
     out: dict[str, Any] = {"ddp_find_unused_parameters": False}
     if getattr(opts, "fsdp", False):
-        # Shard parameters, gradients and optimizer state; wrap per decoder layer (transformers reads the layer
-        # class from the model's _no_split_modules).
-        out.update(fsdp="full_shard auto_wrap", fsdp_config={"auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
-                                                             "use_orig_params": True})
+        # FSDP2 (torch fully_shard), reshard_after_forward=True: parameters, gradients and optimizer state sharded
+        # (full_shard); one unit per decoder layer (accelerate reads the layer class from _no_split_modules).
+        # The version is explicit: transformers 5.17 deprecates the string form ("full_shard auto_wrap") and
+        # FSDP1 for v5.20, and use_orig_params was an FSDP1-only key that FSDP2 ignored.
+        out.update(fsdp=True, fsdp_config={"version": 2, "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+                                           "reshard_after_forward": True})
     return out
 
 
