@@ -138,7 +138,10 @@ def stage_device(ctx: Ctx) -> None:
 
     ctx.device = backends.detect_device()
     if ctx.opts.fsdp and ctx.device.kind != "cuda":
-        # accelerate shards only across GPUs: on CPU processes it silently trains plain DDP instead.
+        # Not torch's limit (FSDP2 trains on CPU over gloo) but accelerate's: 1.15.0 turns FSDP on only for
+        # accelerator process groups (AcceleratorState.__init__, accelerate/state.py:986-1016, MULTI_CPU not in the
+        # list), so on CPU processes the Trainer's FSDP settings are dropped and it trains plain DDP. See
+        # docs/scale-out.md.
         raise OptionsError(["--fsdp: FSDP shards across CUDA GPUs and none was found; drop --fsdp to train with "
                             "DDP (a full copy per process)"])
     ctx.backend = backends.choose_backend(ctx.opts.backend, ctx.opts.method, ctx.device, ctx.dist.world)
