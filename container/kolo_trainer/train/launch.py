@@ -63,15 +63,25 @@ def _kolo_data(failure: Any) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
+#: The signal torchrun's agent sends to the ranks still running once one has failed (PContext.close's default on
+#: POSIX). A rank that died of it is a consequence of another failure, never the root.
+STOP_SIGNAL = signal.SIGTERM
+
+
 def root_failure(failures: dict[int, Any]) -> tuple[int, Any, dict | None]:
-    """(rank, failure, kolo's record) of the failure that came first: a rank that recorded an error before one
-    that only died (a rank killed because another failed), and the earliest record among those."""
+    """(rank, failure, kolo's record) of the failure that caused the others.
+
+    In order: a rank that recorded a kolo error (the earliest record: a peer that then lost its connection records
+    later), a non-zero exit without a record, a death by a signal other than torchrun's stop signal (a crash, the
+    OOM killer's SIGKILL), and last the ranks torchrun stopped itself (a SIGTERMed rank 0 used to win the tie with
+    the rank 1 that had crashed). Within a class, the time torchrun saw the failure, then the lower rank."""
     def key(item: tuple[int, Any]) -> tuple[int, float, int]:
         rank, f = item
         data = _kolo_data(f)
         if data is not None:
             return 0, float(data.get("time", math.inf)), rank
-        return (1 if f.exitcode > 0 else 2), math.inf, rank
+        klass = 1 if f.exitcode > 0 else 3 if f.exitcode == -STOP_SIGNAL else 2
+        return klass, float(getattr(f, "timestamp", math.inf)), rank
 
     rank, failure = min(failures.items(), key=key)
     return rank, failure, _kolo_data(failure)

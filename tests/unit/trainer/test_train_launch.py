@@ -41,3 +41,41 @@ def test_a_rank_killed_by_a_signal_is_named_with_the_signal(tmp_path, capsys):
     assert launch.report({1: _failure(tmp_path, 1, -signal.SIGKILL, None)}, []) == 128 + signal.SIGKILL
     err = capsys.readouterr().err
     assert err.startswith("error: rank 1: was killed by SIGKILL (out of memory?") and "--resume" in err
+
+
+def _died(tmp: Path, rank: int, signum: int, seen_at: int) -> ProcessFailure:
+    f = _failure(tmp, rank, -signum, None)
+    f.timestamp = seen_at  # when torchrun saw it (it stops the others after the first failure it sees)
+    return f
+
+
+def test_a_crashed_rank_is_blamed_not_the_rank_torchrun_then_stopped(tmp_path, capsys):
+    """The CI flake: rank 1 crashed (SIGSEGV) while rank 0 was still plotting; torchrun SIGTERMed rank 0, both
+    within the same second and without a kolo record. The crash is the root; rank 0's SIGTERM is its consequence."""
+    failures = {0: _died(tmp_path, 0, signal.SIGTERM, 100), 1: _died(tmp_path, 1, signal.SIGSEGV, 100)}
+    assert launch.report(failures, []) == 128 + signal.SIGSEGV
+    assert capsys.readouterr().err.startswith("error: rank 1: was killed by SIGSEGV\n")
+
+
+@pytest.mark.parametrize(("failures", "root"), [
+    # a non-zero exit (no record) beats a crash that torchrun saw earlier
+    ({0: (-signal.SIGSEGV, 99), 1: (2, 100), 2: (-signal.SIGTERM, 98)}, 1),
+    # the OOM killer's SIGKILL is not torchrun's stop signal: it is the root, seen at the same time or not
+    ({0: (-signal.SIGTERM, 100), 1: (-signal.SIGKILL, 100)}, 1),
+    # among crashes, the first one torchrun saw; among equals, the lower rank
+    ({0: (-signal.SIGABRT, 101), 1: (-signal.SIGSEGV, 100), 2: (-signal.SIGSEGV, 100)}, 1),
+    # torchrun SIGKILLs a rank that ignored its SIGTERM for 30 s: the crash that started it all came first
+    ({0: (-signal.SIGKILL, 131), 1: (-signal.SIGSEGV, 100)}, 1),
+])
+def test_root_failure_order_without_kolo_records(tmp_path, failures, root):
+    made = {}
+    for rank, (code, seen_at) in failures.items():
+        made[rank] = _failure(tmp_path, rank, code, None)
+        made[rank].timestamp = seen_at
+    assert launch.root_failure(made)[0] == root
+
+
+def test_a_kolo_record_beats_any_death(tmp_path):
+    failures = {0: _died(tmp_path, 0, signal.SIGSEGV, 90),
+                1: _failure(tmp_path, 1, 1, {"message": "m", "hint": None, "exit_code": 1, "rank": 1, "time": 101.0})}
+    assert launch.root_failure(failures)[0] == 1
