@@ -40,6 +40,10 @@ RUN_ENTRIES = frozenset({
 #: Outputs of a training run that an export derives from; a new training invalidates them.
 EXPORT_ENTRIES = ("merged", "gguf")
 
+#: Run entries that stay where the run was made: resumable training state and export intermediates, not the model.
+#: Left out of the server's download archive and of the copy a remote engine's run sends back (``portable_files``).
+STAY_ENTRIES = frozenset({"checkpoints", "merged", ".lock"})
+
 
 class DamagedManifest(KoloError):
     """kolo.json exists but cannot be read as a manifest (truncated by a full disk, edited by hand...)."""
@@ -324,6 +328,23 @@ class Run:
                 if e.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT):
                     raise
         return kept
+
+    def portable_files(self) -> list[str]:
+        """Every regular file of the run (paths relative to it, sorted) but :data:`STAY_ENTRIES` and leftovers of
+        atomic writes: what a copy of the run carries. Links are never followed or listed."""
+        out = []
+        for dirpath, dirnames, filenames in os.walk(self.path, followlinks=False):
+            rel = os.path.relpath(dirpath, self.path)
+            top = rel == "."
+            dirnames[:] = sorted(d for d in dirnames if not (top and d in STAY_ENTRIES)
+                                 and not d.startswith(manifest.TMP_PREFIX)
+                                 and not os.path.islink(os.path.join(dirpath, d)))
+            for name in sorted(filenames):
+                if (top and name in STAY_ENTRIES) or name.startswith((manifest.TMP_PREFIX, ".kolo-tmp")):
+                    continue
+                if stat.S_ISREG(os.lstat(os.path.join(dirpath, name)).st_mode):
+                    out.append(name if top else f"{rel}/{name}")
+        return out
 
     def quantizations_on_disk(self) -> list[str]:
         """Quantisations with a finished ``<run>-<Q>.gguf`` in gguf/ (partial ``.tmp-`` files do not count)."""

@@ -6,9 +6,7 @@ upload, Modelfile, smoke test and placement), which return their result.
 from __future__ import annotations
 
 import io
-import os
 import queue
-import stat
 import tarfile
 import threading
 from pathlib import Path
@@ -24,25 +22,15 @@ from .routes_jobs import json_body, load_job
 
 router = APIRouter(tags=["artifacts"])
 
-#: Run entries left out of the archive: resumable training state and export intermediates, not the model.
-SKIP = {"checkpoints", "merged", ".lock"}
 CHUNK = 1 << 20
 
 
 def run_files(run_dir: Path) -> list[tuple[Path, str]]:
-    """(path, name in the archive) of every regular file of the run; links are never followed or included."""
-    out = []
-    for dirpath, dirnames, filenames in os.walk(run_dir, followlinks=False):
-        rel = Path(dirpath).relative_to(run_dir)
-        dirnames[:] = sorted(d for d in dirnames if not (rel == Path(".") and d in SKIP)
-                             and not os.path.islink(os.path.join(dirpath, d)))
-        for name in sorted(filenames):
-            p = Path(dirpath) / name
-            if rel == Path(".") and name in SKIP or name.startswith(".kolo-tmp"):
-                continue
-            if stat.S_ISREG(os.lstat(p).st_mode):
-                out.append((p, str(Path(run_dir.name) / rel / name)))
-    return out
+    """(path, name in the archive) of every file of the run a copy carries (``Run.portable_files``)."""
+    from kolo_trainer.runfolder import DataRoot
+
+    run = DataRoot(run_dir.parent.parent).run(run_dir.name)
+    return [(run_dir / rel, f"{run_dir.name}/{rel}") for rel in run.portable_files()]
 
 
 class _Pipe(io.RawIOBase):
