@@ -49,6 +49,17 @@ class Endpoint:
     url: str | None  # None: the docker default (this machine's socket)
     tls: Any = None
     via: str = "default"  # how it was chosen, for messages: --docker-host, DOCKER_HOST, context 'x', default
+    context: str | None = None  # the docker context it came from (the docker CLI then gets DOCKER_CONTEXT)
+
+    def cli_env(self) -> dict[str, str]:
+        """The environment a docker CLI process needs to talk to this engine (and no other): DOCKER_HOST, or
+        DOCKER_CONTEXT for a context (which may carry TLS files the URL alone does not)."""
+        env = {k: v for k, v in os.environ.items() if k not in ("DOCKER_HOST", "DOCKER_CONTEXT")}
+        if self.context:
+            env["DOCKER_CONTEXT"] = self.context
+        elif self.url:
+            env["DOCKER_HOST"] = self.url
+        return env
 
 
 _chosen = {"via": None, "remote": None}
@@ -61,10 +72,7 @@ def select_engine(docker_host: str | None = None, context: str | None = None, re
     if docker_host is not None and context is not None:
         raise OptionsError(["--docker-host and --context each name an engine; give one"])
     if docker_host is not None:
-        scheme = docker_host.split("://", 1)[0] if "://" in docker_host else ""
-        if scheme not in ENGINE_SCHEMES or not docker_host.split("://", 1)[1].strip("/"):
-            raise OptionsError([f"--docker-host {docker_host!r} is not a Docker engine URL"],
-                               hint="e.g. ssh://user@gpu-box, unix:///var/run/docker.sock or tcp://gpu-box:2376")
+        check_url(docker_host)
         os.environ["DOCKER_HOST"] = docker_host
         os.environ.pop("DOCKER_CONTEXT", None)
         _chosen["via"] = "--docker-host"
@@ -78,6 +86,14 @@ def select_engine(docker_host: str | None = None, context: str | None = None, re
         _chosen["remote"] = remote
 
 
+def check_url(url: str, flag: str = "--docker-host") -> None:
+    """Refuse what is not a Docker engine URL (before anything connects)."""
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    if scheme not in ENGINE_SCHEMES or not url.split("://", 1)[1].strip("/"):
+        raise OptionsError([f"{flag} {url!r} is not a Docker engine URL"],
+                           hint="e.g. ssh://user@gpu-box, unix:///var/run/docker.sock or tcp://gpu-box:2376")
+
+
 def endpoint() -> Endpoint:
     """The engine kolo talks to, by the docker CLI's precedence: DOCKER_HOST, then DOCKER_CONTEXT, then the
     current context (`docker context use`), then this machine's socket."""
@@ -88,22 +104,38 @@ def endpoint() -> Endpoint:
         with translated():
             tls = kwargs_from_env().get("tls")
         return Endpoint(host, tls, _chosen["via"] or "DOCKER_HOST")
-    from docker.context import ContextAPI
     from docker.context.config import get_current_context_name
 
     name = os.environ.get("DOCKER_CONTEXT") or get_current_context_name()
     if name == "default":
         return Endpoint(None, None, "default")
+    return _context_endpoint(name, _chosen["via"] or f"context {name!r}")
+
+
+def endpoint_for(spec: str) -> Endpoint:
+    """An engine named by an engine URL (as --docker-host takes) or a docker context name, without making it the
+    process's engine: `kolo serve --engine` talks to several at once."""
+    if "://" in spec:
+        check_url(spec, "--engine")
+        return Endpoint(spec, None, f"--engine {spec}")
+    if not spec.strip():
+        raise OptionsError(["--engine is empty"], hint="give an engine URL (ssh://user@gpu-box) or a context name")
+    return _context_endpoint(spec, f"--engine {spec}")
+
+
+def _context_endpoint(name: str, via: str) -> Endpoint:
+    from docker.context import ContextAPI
+
     with translated():
         ctx = ContextAPI.get_context(name)
     if ctx is None:
         host = _context_host_from_cli(name)
         if host:
-            return Endpoint(host, None, _chosen["via"] or f"context {name!r}")
+            return Endpoint(host, None, via, context=name)
         raise NameError_(f"docker context {name!r} does not exist",
                          hint="see `docker context ls`; create one with `docker context create NAME --docker "
                               "host=ssh://user@gpu-box`")
-    return Endpoint(ctx.Host, ctx.TLSConfig, _chosen["via"] or f"context {name!r}")
+    return Endpoint(ctx.Host, ctx.TLSConfig, via, context=name)
 
 
 def _context_host_from_cli(name: str) -> str | None:
@@ -182,11 +214,12 @@ def _short(e: BaseException) -> str:
     return text if len(text) <= 160 else text[:157] + "..."
 
 
-def client(timeout: int = 30) -> Any:
-    """A connected ``docker.DockerClient`` for :func:`endpoint`; :class:`DockerUnavailable` if none answers."""
+def client(timeout: int = 30, engine: Endpoint | None = None) -> Any:
+    """A connected ``docker.DockerClient`` for ``engine`` (default: :func:`endpoint`); :class:`DockerUnavailable`
+    if none answers."""
     import docker
 
-    ep = endpoint()
+    ep = engine or endpoint()
     kwargs: dict[str, Any] = {"base_url": ep.url, **_ssh_kwargs(ep.url)}
     if ep.tls:
         kwargs["tls"] = ep.tls
@@ -268,6 +301,16 @@ def check_data_root(container: Any, host_root: str | os.PathLike) -> None:
     wanted = str(Path(host_root).resolve())
     if mounted is not None and os.path.realpath(mounted) != os.path.realpath(wanted):
         raise DataRootMismatch(container.name, mounted, wanted)
+
+
+def shares_data_root(container: Any, host_root: str | os.PathLike, engine: Endpoint) -> bool:
+    """Whether ``container`` (on ``engine``) mounts this machine's ``host_root`` as its data root. An engine on
+    another machine never does: a folder of the same name there is another folder."""
+    if engine.url is not None and engine.url.split("://", 1)[0] in REMOTE_SCHEMES:
+        return False
+    mounted = mounted_data_root(container)
+    return data_root_volume(container) is None and mounted is not None and \
+        os.path.realpath(mounted) == os.path.realpath(host_root)
 
 
 def has_nvidia_runtime(cl: Any) -> bool:

@@ -365,8 +365,11 @@ class DockerTransport(Transport):
     name = "docker"
 
     def __init__(self, container: str, host_data_root: str | os.PathLike | None = None, debug: bool = False,
-                 run_id: str | None = None):
+                 run_id: str | None = None, engine: Any = None):
         self.container = container
+        #: docker_ctl.Endpoint of the engine to run on; None: the process's engine (--docker-host, DOCKER_HOST...).
+        #: `kolo serve --engine` gives each worker its own, so one server drives several engines at once.
+        self.engine = engine
         self.host_data_root = None if host_data_root is None else str(Path(host_data_root).resolve())
         self.data_root = CONTAINER_DATA_ROOT
         self.debug = debug
@@ -396,12 +399,27 @@ class DockerTransport(Transport):
         self._docker()
         from . import docker_ctl
 
-        container = docker_ctl.require_running(self.container)
+        container = self.container_obj()
         if self.host_data_root is not None:
             docker_ctl.check_data_root(container, self.host_data_root)
 
+    def _client(self, timeout: int = 30) -> Any:
+        from . import docker_ctl
+
+        return docker_ctl.client(timeout=timeout, engine=self.engine)
+
+    def container_obj(self) -> Any:
+        """The running container (docker-py), on this transport's engine."""
+        from . import docker_ctl
+
+        return docker_ctl.require_running(self.container, self._client())
+
+    def _cli_env(self) -> dict[str, str] | None:
+        return None if self.engine is None else self.engine.cli_env()
+
     def popen_kwargs(self) -> dict[str, Any]:
-        return {"executable": self._docker()}
+        env = self._cli_env()
+        return {"executable": self._docker(), **({} if env is None else {"env": env})}
 
     def explain_exit(self, rc: int) -> None:
         # docker exec reports a process killed by a signal as 128 + signal. 137 (SIGKILL) and 143 (SIGTERM) are
@@ -412,7 +430,7 @@ class DockerTransport(Transport):
 
         state = None
         try:
-            cl = docker_ctl.client(timeout=10)
+            cl = self._client(timeout=10)
             # `docker exec` can return a moment before the engine marks a stopping container as exited.
             for _ in range(6):
                 c = docker_ctl.find(cl, self.container)
@@ -432,16 +450,18 @@ class DockerTransport(Transport):
         stop = [self._docker(), "exec", self.container, "python", "-c", STOP_SCRIPT, self.run_id, str(grace_s)]
         try:
             done = subprocess.run(stop, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                                  timeout=grace_s + 30)
+                                  timeout=grace_s + 30, env=self._cli_env())
             detail = (done.stdout.strip() or done.stderr.strip() or f"exit {done.returncode}").splitlines()[-1]
         except subprocess.TimeoutExpired:
             detail = "the stop command timed out"
         return f"{detail} inside container {self.container!r}"
 
 
-def make_transport(runtime: str, container: str, data_root: str | os.PathLike, debug: bool = False,
-                   env: dict[str, str] | None = None) -> Transport:
+def make_transport(runtime: str, container: str, data_root: str | os.PathLike | None, debug: bool = False,
+                   env: dict[str, str] | None = None, engine: Any = None) -> Transport:
+    """``data_root``: the host folder the container mounts (checked before each run); None for an engine whose
+    data root is out of this machine's sight. ``engine``: see :class:`DockerTransport`."""
     transport: Transport = LocalTransport(data_root, debug=debug) if runtime == "local" else \
-        DockerTransport(container, host_data_root=data_root, debug=debug)
+        DockerTransport(container, host_data_root=data_root, debug=debug, engine=engine)
     transport.env = dict(env or {})
     return transport
