@@ -20,7 +20,7 @@ import os
 import tarfile
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from kolo_trainer.errors import KoloError, NameError_, OutputExistsError
 
@@ -35,7 +35,8 @@ STALE_UPLOAD_S = 3600
 #: Runs in the container: ``python -c REMOTE_SCRIPT ROOT OP ARGS...``; prints one JSON object. A constant program
 #: (argv only, no interpolation). Ops: ``stat REL...`` -> sizes + sha256 (and the trainer's uid/gid, for the tar
 #: headers of an upload); ``commit TMP FINAL SHA`` -> rename when the hash matches; ``run NAME Q...`` -> the files
-#: `kolo pull` brings back; ``df`` -> free bytes under the data root.
+#: `kolo pull` brings back; ``tree NAME`` -> every file a copy of the run carries (a `kolo serve` job's run);
+#: ``df`` -> free bytes under the data root.
 REMOTE_SCRIPT = r"""
 import json, os, sys, time
 from kolo_trainer import manifest, runfolder
@@ -96,12 +97,18 @@ def run():
     return {"quantizations": want,
             "files": [[rel, info("outputs/%s/%s" % (args[0], rel), "file")] for rel in rels]}
 
+def tree():
+    r = root.run(args[0], "RUN")
+    files = r.portable_files() if r.is_run() else []
+    rels = [f for f in files if f != manifest.MANIFEST] + [f for f in files if f == manifest.MANIFEST]
+    return {"files": [[rel, info("outputs/%s/%s" % (args[0], rel), "file")] for rel in rels]}
+
 def df():
     import shutil
     return {"free": shutil.disk_usage(root.path).free, "writable": os.access(root.path, os.W_OK)}
 
 try:
-    print(json.dumps({"stat": stat, "commit": commit, "run": run, "df": df}[op]()))
+    print(json.dumps({"stat": stat, "commit": commit, "run": run, "tree": tree, "df": df}[op]()))
 except KoloError as e:
     print(json.dumps({"error": e.message, "hint": e.hint, "exit_code": e.exit_code}))
 """
@@ -136,7 +143,16 @@ def stat(container: Any, rels: list[str]) -> dict[str, Any]:
 
 def run_files(container: Any, run: str, quantizations: list[str]) -> list[tuple[str, int, str]]:
     """(path in the run, size, sha256) of what `kolo pull` brings back: GGUFs and Modelfiles, kolo.json last."""
-    res = _script(container, "run", run, *quantizations)
+    return _listed(_script(container, "run", run, *quantizations))
+
+
+def whole_run_files(container: Any, run: str) -> list[tuple[str, int, str]]:
+    """The same for every file a copy of the run carries (``Run.portable_files``: no checkpoints), kolo.json last;
+    empty when the engine has no such run."""
+    return _listed(_script(container, "tree", run))
+
+
+def _listed(res: dict[str, Any]) -> list[tuple[str, int, str]]:
     return [(rel, int(i["size"]), str(i["sha256"])) for rel, i in res["files"] if i and i.get("kind") == "file"]
 
 
@@ -150,7 +166,9 @@ def upload(container: Any, src: Path, rel: str, force: bool) -> bool:
     size, sha = src.stat().st_size, _sha256(src)
     folder, name = os.path.split(rel)
     tmp_rel = f"{folder}/.tmp-{os.getpid()}-{name}"
-    st = stat(container, [folder, rel, tmp_rel])
+    parts = folder.split("/")
+    ancestors = ["/".join(parts[:i + 1]) for i in range(len(parts))]  # data, data/sub, ...: made as the trainer's
+    st = stat(container, [*ancestors, rel, tmp_rel])
     there = st["files"][rel]
     if there is not None:
         if there.get("sha256") == sha:
@@ -162,10 +180,11 @@ def upload(container: Any, src: Path, rel: str, force: bool) -> bool:
         if not force:
             raise OutputExistsError(f"{rel} already exists in the engine's data root",
                                     "pass --force to replace it, or --as NAME to add it under another name")
-    if st["files"][folder] not in (None, {"kind": "a folder"}):
-        raise OutputExistsError(f"{folder} is {st['files'][folder].get('kind')} in the engine's data root, not a "
-                                "folder", "remove it in `kolo shell`")
-    dirs = [folder] if st["files"][folder] is None else []
+    for a in ancestors:
+        if st["files"][a] not in (None, {"kind": "a folder"}):
+            raise OutputExistsError(f"{a} is {st['files'][a].get('kind')} in the engine's data root, not a "
+                                    "folder", "remove it in `kolo shell`")
+    dirs = [a for a in ancestors if st["files"][a] is None]
     body = _tar_stream(src, tmp_rel, size, dirs, int(st["uid"]), int(st["gid"]))
     with docker_ctl.translated():
         ok = container.put_archive(CONTAINER_DATA_ROOT, body)
@@ -173,6 +192,33 @@ def upload(container: Any, src: Path, rel: str, force: bool) -> bool:
         raise KoloError(f"the engine refused the upload of {rel}", "check `kolo doctor`")
     _script(container, "commit", tmp_rel, rel, sha, str(STALE_UPLOAD_S))
     return True
+
+
+def push(container: Any, root: Any, rels: list[str]) -> list[str]:
+    """Make the files and folders ``rels`` of the local data root (a ``runfolder.DataRoot``) present, identical,
+    in the engine's: what is missing there is uploaded (``upload``), what is identical is left, and a file that
+    differs is refused, never replaced (the engine's data root may hold a user's own work under that name).
+    Returns the paths uploaded. Used by `kolo serve` to send a job's dataset and local base model."""
+    local: dict[str, Path] = {}
+    for rel in rels:
+        path = root.resolve(rel, "file")
+        if path.is_dir():
+            for p in sorted(path.rglob("*")):
+                if p.is_file() and not p.is_symlink() and not p.name.startswith((".tmp-", ".kolo-tmp")):
+                    local[f"{rel}/{p.relative_to(path).as_posix()}"] = p
+        elif path.is_file():
+            local[rel] = path
+    there = stat(container, list(local))["files"] if local else {}
+    differ = [rel for rel, p in local.items() if there[rel] is not None and
+              (there[rel].get("kind") != "file" or there[rel].get("sha256") != _sha256(p))]
+    if differ:
+        raise OutputExistsError(f"{len(differ)} file(s) in the engine's data root differ from this server's: "
+                                + ", ".join(differ[:5]), "remove or rename them on the engine (`kolo --docker-host "
+                                "URL shell`), or give this data a name of its own here")
+    sent = [rel for rel, p in local.items() if there[rel] is None]
+    for rel in sent:
+        upload(container, local[rel], rel, force=False)
+    return sent
 
 
 def _tar_stream(src: Path, arcname: str, size: int, dirs: list[str], uid: int, gid: int) -> Iterator[bytes]:
@@ -243,6 +289,49 @@ def fetch(container: Any, rel: str, dest: Path, size: int, sha256: str, chunk: i
     if got != size or h.hexdigest() != sha256:
         raise KoloError(f"{rel} changed on the engine while it was pulled ({got} bytes, sha256 {h.hexdigest()[:12]}"
                         f"…, listed {size} bytes, {sha256[:12]}…)", "run the same command again once it is done")
+
+
+def bring(container: Any, run: Any, files: list[tuple[str, int, str]], overwrite: bool,
+          on_file: Callable[[str, int], None] = lambda rel, size: None) -> tuple[list, list[str]]:
+    """Fetch ``files`` (``run_files`` / ``whole_run_files``) into the local ``run`` (a ``runfolder.Run``), under its
+    lock: atomic per file (kolo.json listed last, so the folder becomes a run here only when complete), resumable
+    (what already matches is skipped). Returns (fetched, already here)."""
+    from kolo_trainer import manifest
+
+    run.refuse_foreign()
+    todo, here = _plan(run, files, overwrite)
+    run.root.require_free(sum(size for _, size, _ in todo) + 2**20, f"bringing {run.label} here")
+    with run.lock():
+        for folder in {(run.path / rel).parent for rel, _, _ in todo}:
+            manifest.clean_stale_tmp(folder)
+        for rel, size, sha in todo:
+            with manifest.atomic_path(run.path / rel) as tmp:
+                fetch(container, f"outputs/{run.name}/{rel}", tmp, size, sha)
+            on_file(rel, size)
+    return todo, here
+
+
+def _plan(run: Any, files: list[tuple[str, int, str]], overwrite: bool) -> tuple[list, list[str]]:
+    """(files to fetch, files already here). A different local file is refused (all named) unless ``overwrite``."""
+    from kolo_trainer import manifest
+
+    todo, here, differ = [], [], []
+    for rel, size, sha in files:
+        dest = run.path / rel
+        if dest.is_symlink() or (dest.exists() and not dest.is_file()):
+            differ.append(f"{run.label}/{rel} (not a regular file)")
+        elif not dest.exists():
+            todo.append((rel, size, sha))
+        elif dest.stat().st_size == size and manifest.sha256_file(dest) == sha:
+            here.append(rel)
+        else:
+            differ.append(f"{run.label}/{rel}")
+            todo.append((rel, size, sha))
+    bad = [d for d in differ if d.endswith("(not a regular file)")]
+    if bad or (differ and not overwrite):
+        raise OutputExistsError(f"{len(differ)} file(s) here differ from the engine's: " + ", ".join(differ),
+                                None if bad else "pass --overwrite to replace them with the engine's")
+    return todo, here
 
 
 # ---------------------------------------------------------------------------------------------- doctor

@@ -15,7 +15,7 @@ from typing import Any, List, Optional
 
 import typer
 
-from kolo_trainer.errors import NameError_, OptionsError, OutputExistsError
+from kolo_trainer.errors import NameError_, OptionsError
 
 from ..state import STATE
 
@@ -28,29 +28,6 @@ def _quantizations(given: list[str]) -> list[str]:
     if bad:
         raise OptionsError([f"--quantization {q!r} is not one of {', '.join(QUANTIZATIONS)}" for q in bad])
     return list(dict.fromkeys(wanted))
-
-
-def _plan(run: Any, files: list[tuple[str, int, str]], overwrite: bool) -> tuple[list, list[str]]:
-    """(files to fetch, files already here). A different local file is refused (all named) unless ``overwrite``."""
-    from kolo_trainer import manifest
-
-    todo, here, differ = [], [], []
-    for rel, size, sha in files:
-        dest = run.path / rel
-        if dest.is_symlink() or (dest.exists() and not dest.is_file()):
-            differ.append(f"{run.label}/{rel} (not a regular file)")
-        elif not dest.exists():
-            todo.append((rel, size, sha))
-        elif dest.stat().st_size == size and manifest.sha256_file(dest) == sha:
-            here.append(rel)
-        else:
-            differ.append(f"{run.label}/{rel}")
-            todo.append((rel, size, sha))
-    bad = [d for d in differ if d.endswith("(not a regular file)")]
-    if bad or (differ and not overwrite):
-        raise OutputExistsError(f"{len(differ)} file(s) here differ from the engine's: " + ", ".join(differ),
-                                None if bad else "pass --overwrite to replace them with the engine's")
-    return todo, here
 
 
 def _size(n: int) -> str:
@@ -71,7 +48,7 @@ def pull(
 
     Example: kolo --docker-host ssh://me@gpu-box pull my-run --quantization Q4_K_M
     """
-    from kolo_trainer import manifest, names
+    from kolo_trainer import names
 
     from .. import docker_ctl, remote_data
 
@@ -87,16 +64,8 @@ def pull(
     root = STATE.data()
     root.path.mkdir(parents=True, exist_ok=True)
     run = root.check(writable=True).run(run_name, "RUN")
-    run.refuse_foreign()
-    todo, here = _plan(run, files, overwrite)
-    root.require_free(sum(size for _, size, _ in todo) + 2**20, f"pulling {run.label}")
-    with run.lock():
-        for folder in {(run.path / rel).parent for rel, _, _ in todo}:
-            manifest.clean_stale_tmp(folder)
-        for rel, size, sha in todo:
-            with manifest.atomic_path(run.path / rel) as tmp:
-                remote_data.fetch(container, f"outputs/{run_name}/{rel}", tmp, size, sha)
-            print(f"pulled {run.label}/{rel} ({_size(size)})", flush=True)
+    todo, here = remote_data.bring(container, run, files, overwrite,
+                                   lambda rel, size: print(f"pulled {run.label}/{rel} ({_size(size)})", flush=True))
     total = sum(size for _, size, _ in todo)
     print(f"{run.label}: {len(todo)} file(s) pulled ({_size(total)}), {len(here)} already here")
     if todo or here:
