@@ -302,3 +302,56 @@ def test_the_ssh_form_through_the_ssh_program(remote: Remote, tmp_path: Path) ->
     calls = log.read_text().splitlines()
     assert calls and all("gpu-box docker system dial-stdio" in c and "-l kolo" in c and "-p 2222" in c
                          for c in calls), calls
+
+
+def test_kolo_serve_dispatches_jobs_to_the_box_and_brings_the_runs_back(remote: Remote, make_kolo, tiny_model: Path,
+                                                                        tmp_path: Path) -> None:
+    """One Training Manager, two engines: its own (--runtime local here) and the box (--engine URL). A job for the
+    box gets its dataset and base model sent into the box's volume, trains and exports there, and its run comes
+    back here (no checkpoints), so the download and the job's own kolo.json work as for a run made here."""
+    sys.path.insert(0, str(REPO / "tests" / "server"))
+    from server_helpers import FAST, Server
+
+    root = tmp_path / "kolo_data"
+    for sub in ("data", "models", "outputs"):
+        (root / sub).mkdir(parents=True)
+    shutil.copytree(tiny_model, root / "models" / "tiny2")  # a model the box does not have: it is sent
+    runner = make_kolo(root, tmp_path)
+    runner.env = {"KOLO_CONTAINER": remote.env["KOLO_CONTAINER"]}
+    srv = Server(runner, root, ["--engine", remote.url]).start(timeout=120)
+    try:
+        assert f"engine {remote.url} (its own data root" in srv.output(), srv.output()
+        c = srv.client()
+        assert [(e["name"], e["own_data_root"], len(e["workers"])) for e in c.engines()] == [
+            ("home", False, 1), (remote.url, True, 1)]
+        ds = c.upload_dataset(EXAMPLE)
+        common = {**FAST, "dataset_id": ds["id"], "model_name": "models/tiny2", "max_steps": 2,
+                  "chat_template": "chatml"}
+        box = c.create_job(name="on the box", engine=remote.url, quantization=["Q8_0"], **common)
+        home = c.create_job(name="at home", engine="home", **common)
+        ends = {j["id"]: c.wait(j["id"], timeout=900, poll_s=0.5) for j in (box, home)}
+        for job_id, end in ends.items():
+            assert end["status"] == "completed", (end, c.logs(job_id, tail=30))
+        assert c.get_job(box["id"])["engine"] == remote.url and c.get_job(home["id"])["engine"] == "home"
+
+        sent = [line for line in c.logs(box["id"]).splitlines() if line.startswith("sent to the engine: ")]
+        assert sent and ds["path"] in sent[0] and "models/tiny2/config.json" in sent[0], sent
+        assert remote.read(ds["path"]) == (root / ds["path"]).read_bytes()
+        assert remote.read("models/tiny2/model.safetensors") == (root / "models/tiny2/model.safetensors").read_bytes()
+
+        name = f"job-{box['id']}"
+        run = root / "outputs" / name
+        gguf = f"gguf/{name}-Q8_0.gguf"
+        assert (run / gguf).read_bytes() == remote.read(f"outputs/{name}/{gguf}")
+        assert json.loads((run / "kolo.json").read_text())["status"] == "finished"
+        assert (run / "model" / "model.safetensors").is_file() and not (run / "checkpoints").exists()
+        assert remote.read(f"outputs/{name}/checkpoints/checkpoint-2/trainer_state.json")  # they stay on the box
+        got = c.download_model(box["id"], tmp_path / "q8.gguf", file=gguf)
+        assert got.read_bytes() == (run / gguf).read_bytes()
+        # the home job ran here, on this data root, and nothing of it went to the box
+        assert (root / "outputs" / f"job-{home['id']}" / "kolo.json").is_file()
+        gone = _docker(remote.url, "exec", remote.env["KOLO_CONTAINER"], "test", "-e",
+                       f"/var/kolo_data/outputs/job-{home['id']}")
+        assert gone.returncode == 1
+    finally:
+        srv.stop()

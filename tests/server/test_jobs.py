@@ -115,7 +115,7 @@ def test_cancel_mid_run_stops_the_trainer(serve, root: Path) -> None:
     assert pids, "no trainer process found while the job runs"
     # the pin reached the real trainer process (its environment, as the kernel holds it)
     assert all(b"CUDA_VISIBLE_DEVICES=0" in Path(f"/proc/{p}/environ").read_bytes().split(b"\0") for p in pids)
-    assert "kolo serve worker 0: CUDA_VISIBLE_DEVICES=0" in c.logs(job["id"])
+    assert "kolo serve worker 0: engine home CUDA_VISIBLE_DEVICES=0" in c.logs(job["id"])
     with pytest.raises(TrainerError) as e:
         c.delete_dataset(job["dataset_id"])
     assert e.value.status == 409 and f"used by job(s) {job['id']}" in e.value.detail

@@ -130,3 +130,43 @@ def test_doctor_knows_a_kolo_serve_from_another_program(serve) -> None:
         assert not _kolo_serve_answers(other.server_address[1])
     finally:
         other.shutdown()
+
+
+# ------------------------------------------------------------------------------------------ --engine
+def test_each_worker_takes_only_the_jobs_its_engine_may_run(tmp_path: Path) -> None:
+    """A job tied to an engine (its run is there: resume, export) goes to that engine's workers only; a new one
+    goes to the first free worker, which records its engine; a RAG build stays home."""
+    from kolo_cli.docker_ctl import Endpoint
+    from kolo_cli.server.worker import HOME, Slot
+
+    engine = db.open_db(tmp_path / "kolo.db")
+    box = Endpoint("ssh://me@gpu-box", via="--engine ssh://me@gpu-box")
+    w = Worker(engine, tmp_path, "local", "kolo", slots=[Slot(HOME), Slot("ssh://me@gpu-box", "0", box, True)])
+    assert w.workers == 2 and w.engines() == [HOME, "ssh://me@gpu-box"]
+    with db.Session(engine) as s:
+        for task, on in (("train", None), ("rag", None), ("export", "ssh://me@gpu-box"), ("train", HOME)):
+            s.add(db.Job(name=f"{task} on {on}", training_type="lora", task=task, engine=on))
+        s.commit()
+    assert w._claim(1) == 1 and db.get_job(engine, 1).engine == "ssh://me@gpu-box"
+    assert w._claim(1) == 3 and db.get_job(engine, 3).status == db.EXPORTING
+    assert w._claim(1) is None  # the RAG build and the job of home are not the box's
+    assert (w._claim(0), w._claim(0), w._claim(0)) == (2, 4, None)
+    assert db.get_job(engine, 2).engine == HOME
+    # the box's worker runs the trainer through `docker exec` on the box's engine, pinned to its GPU
+    t = w.transport(1)
+    assert t.engine is box and t.host_data_root is None  # its data root is the box's own
+    assert t.popen_kwargs()["env"]["DOCKER_HOST"] == "ssh://me@gpu-box"
+    cmd = t.command(["python", "-m", "kolo_trainer", "train"])
+    assert "CUDA_VISIBLE_DEVICES=0" in cmd and cmd[:2] == ["docker", "exec"]
+
+
+def test_serve_refuses_a_bad_engine_before_writing_anything(kolo, data_root: Path) -> None:
+    r = kolo("--runtime", "local", "serve", "--engine", "home", "--engine", "gpu://x", "--port", "1")
+    assert r.returncode == 2 and "'home': that is the name of the server's own engine" in r.stderr, r.stderr
+    r = kolo("--runtime", "local", "serve", "--engine", "gpu://x", "--port", "1")
+    assert r.returncode == 2 and "--engine 'gpu://x' is not a Docker engine URL" in r.stderr, r.stderr
+    gone = f"unix://{data_root.parent}/no-engine.sock"
+    r = kolo("--runtime", "local", "serve", "--engine", gone, "--port", "1")
+    assert r.returncode == 7 and r.stderr.startswith(f"error: --engine {gone}: "), r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (data_root / "server").exists()

@@ -7,7 +7,7 @@ FastAPI, uvicorn and SQLModel are imported inside the verb only: `kolo --help` s
 from __future__ import annotations
 
 import ipaddress
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, List, Optional
 
 import typer
 
@@ -62,19 +62,57 @@ def _gpu_list(text: str) -> list[str] | None:
     return ids
 
 
-def _pin(cfg: "ServerConfig", gpus: str) -> None:
-    """Give each worker GPUs of its own (CUDA_VISIBLE_DEVICES), detected where jobs run unless --gpus names them."""
-    from ..server.worker import assign_gpus, detect_gpus
+def _pin(cfg: "ServerConfig", gpus: str, engines: list[str]) -> None:
+    """The workers: --workers on the server's own engine and on each --engine, each worker with GPUs of its own
+    (CUDA_VISIBLE_DEVICES), detected where its jobs run unless --gpus names them."""
+    from ..server.worker import HOME, Slot, assign_gpus, detect_gpus
 
     ids, source = _gpu_list(gpus), "--gpus"
     if ids is None:
         ids, source = detect_gpus(STATE.runtime, STATE.container)
     cfg.gpus = assign_gpus(ids, cfg.workers)
+    _say_gpus(HOME, cfg.gpus, ids, source)
+    cfg.slots = [Slot(HOME, g) for g in cfg.gpus] + [slot for spec in _distinct(engines)
+                                                     for slot in _engine_slots(cfg, spec, gpus)]
+
+
+def _distinct(engines: list[str]) -> list[str]:
+    from ..server.worker import HOME
+
+    problems = [f"--engine {e!r}: given twice" for e in sorted({e for e in engines if engines.count(e) > 1})]
+    problems += [f"--engine {HOME!r}: that is the name of the server's own engine"] if HOME in engines else []
+    if problems:
+        raise OptionsError(problems)
+    return engines
+
+
+def _engine_slots(cfg: "ServerConfig", spec: str, gpus: str) -> list:
+    """--workers workers on the engine ``spec`` (URL or context), whose kolo container must be running there."""
+    from .. import docker_ctl
+    from ..server.worker import Slot, assign_gpus, detect_gpus
+
+    ep = docker_ctl.endpoint_for(spec)
+    try:
+        container = docker_ctl.require_running(STATE.container, docker_ctl.client(timeout=30, engine=ep))
+    except KoloError as e:
+        e.message = f"--engine {spec}: {e.message}"  # the same error (class, exit code, hint), saying which engine
+        raise
+    remote = not docker_ctl.shares_data_root(container, cfg.data_root, ep)
+    ids, source = _gpu_list(gpus), "--gpus"
+    if ids is None:
+        ids, source = detect_gpus("docker", STATE.container, container)
+    shares = assign_gpus(ids, cfg.workers)
+    _say_gpus(spec + (" (its own data root: datasets go there, runs come back)" if remote else ""), shares, ids,
+              source)
+    return [Slot(spec, g, ep, remote) for g in shares]
+
+
+def _say_gpus(engine: str, shares: list, ids: list, source: str) -> None:
     if ids:
-        print("GPUs: " + ", ".join(f"worker {i} -> CUDA_VISIBLE_DEVICES={g}" for i, g in enumerate(cfg.gpus))
-              + f" ({source})", flush=True)
+        print(f"engine {engine}: " + ", ".join(f"worker {i} -> CUDA_VISIBLE_DEVICES={g}" for i, g in
+                                               enumerate(shares)) + f" ({source})", flush=True)
     else:
-        print(f"GPUs: none ({source}); jobs run unpinned", flush=True)
+        print(f"engine {engine}: {len(shares)} worker(s), no GPU ({source}); jobs run unpinned", flush=True)
 
 
 def serve(
@@ -89,6 +127,13 @@ def serve(
                                   "number). auto: the GPUs `nvidia-smi -L` lists where jobs run (the kolo container, "
                                   "or here with --runtime local, where a set CUDA_VISIBLE_DEVICES is kept); none: "
                                   "unpinned."),
+    engine: Optional[List[str]] = typer.Option(
+        None, "--engine", metavar="URL|CONTEXT",
+        help="Another Docker engine that runs jobs, with --workers workers of its own (repeatable): an engine URL as "
+             "--docker-host takes (ssh://user@gpu-box) or a docker context name. Its kolo container must be up "
+             "(`kolo --docker-host URL up`). A job may name it (\"engine\"); resume and export go back to the engine "
+             "that trained. An engine with a data root of its own gets each job's dataset and local base model sent "
+             "there, and the run (without checkpoints) brought back here when it ends."),
     max_upload: str = typer.Option("2G", "--max-upload", help="Largest dataset upload (e.g. 2G, 500M)."),
     show_key: bool = typer.Option(False, "--show-key", help="Print the API key and exit."),
     init_key: bool = typer.Option(False, "--init-key", help="Create the API key if there is none (printed once), "
@@ -112,7 +157,7 @@ def serve(
         else:
             print(f"API key: exists ({cfg.key_path}); `kolo serve --show-key` prints it", flush=True)
         return
-    _pin(cfg, gpus)  # bad --gpus / --workers is refused before anything is written
+    _pin(cfg, gpus, engine or [])  # bad --gpus / --workers / --engine is refused before anything is written
     if key is None:
         if not _loopback(host):
             raise OptionsError([f"--host {host}: refusing to listen beyond this machine before an API key exists"],

@@ -38,6 +38,7 @@ class ServerConfig:
     debug: bool = False
     gpus: Optional[list[Optional[str]]] = None  # worker i -> its CUDA_VISIBLE_DEVICES (worker.assign_gpus)
     jobs: bool = True  # False: no job worker (kolo chat --web; a kolo serve may own the jobs)
+    slots: Optional[list[Any]] = None  # worker i -> its worker.Slot (engine + GPUs); None: ``gpus`` at home
 
     @property
     def server_dir(self) -> Path:
@@ -118,7 +119,7 @@ def create_app(cfg: ServerConfig, key: str) -> FastAPI:
     engine = db.open_db(cfg.server_dir / "kolo.db")
     broker = Broker()
     worker = Worker(engine, cfg.data_root, cfg.runtime, cfg.container, cfg.workers, broker.publish, cfg.debug,
-                    gpus=cfg.gpus)
+                    gpus=cfg.gpus, slots=cfg.slots)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -79,6 +79,10 @@ class TrainerClient:
     def jobs(self) -> list[dict[str, Any]]:
         return self._call("GET", "/jobs/")
 
+    def engines(self) -> list[dict[str, Any]]:
+        """The Docker engines the server runs jobs on (``kolo serve --engine``), with their workers' GPUs."""
+        return self._call("GET", "/engines")
+
     def get_job(self, job_id: int) -> dict[str, Any]:
         return self._call("GET", f"/jobs/{job_id}")
 

@@ -65,6 +65,7 @@ class Job(SQLModel, table=True):
     created: str = Field(default_factory=now)
     started: Optional[str] = None
     finished: Optional[str] = None
+    engine: Optional[str] = None  # the engine that runs it (worker.Slot.engine); None until one claims it
 
 
 class JobEvent(SQLModel, table=True):

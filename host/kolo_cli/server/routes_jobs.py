@@ -29,7 +29,7 @@ TRAINING_TYPES = {"qlora": {"method": "qlora"}, "unsloth": {"backend": "unsloth"
                   "lora": {"method": "lora"}}
 #: Options the server decides (from the dataset and the job id; resume has its own endpoint).
 SERVER_SET = ("train_data", "output_dir", "resume", "overwrite")
-JOB_FIELDS = ("name", "description", "training_type", "model_name", "dataset_id")
+JOB_FIELDS = ("name", "description", "training_type", "model_name", "dataset_id", "engine")
 
 
 def job_dict(j: Job) -> dict[str, Any]:
@@ -38,7 +38,8 @@ def job_dict(j: Job) -> dict[str, Any]:
             "dataset_id": j.dataset_id, "model_name": opts.get("base_model"), "status": j.status,
             "step": j.step, "total_steps": j.total_steps, "loss": j.loss, "eval_loss": j.eval_loss,
             "eta_s": j.eta_s, "error": j.error, "exit_code": j.exit_code, "output_dir": j.output_dir,
-            "task": j.task, "options": opts, "created": j.created, "started": j.started, "finished": j.finished}
+            "task": j.task, "options": opts, "engine": j.engine, "created": j.created, "started": j.started,
+            "finished": j.finished}
 
 
 #: What GET /jobs/{id}/status answers: these columns of the job, as they are.
@@ -100,22 +101,27 @@ def _job_options(body: dict[str, Any], problems: list[str]) -> dict[str, Any]:
     return flags
 
 
-def _check_fields(body: dict[str, Any], problems: list[str]) -> None:
+def _check_fields(body: dict[str, Any], problems: list[str], engines: list[str]) -> None:
     for key in ("name", "description", "model_name"):
         if key in body and not isinstance(body[key], str):
             problems.append(f"{key}: must be a string")
+    if body.get("engine") is not None and body["engine"] not in engines:
+        problems.append(f"engine {body['engine']!r}: this server runs jobs on {', '.join(map(repr, engines))} "
+                        "(kolo serve --engine adds one; GET /api/v1/engines lists them)")
+    elif body.get("engine") not in (None, "home") and body.get("training_type") == "rag":
+        problems.append("engine: RAG indexes are built on the server's own engine (\"home\"), where the documents are")
     if not isinstance(body.get("dataset_id"), int) or isinstance(body.get("dataset_id"), bool):
         problems.append("dataset_id: required, the id of an uploaded dataset (POST /api/v1/datasets)")
 
 
-def create(engine: Any, root_path: Any, body: dict[str, Any]) -> dict[str, Any]:
+def create(engine: Any, root_path: Any, body: dict[str, Any], engines: list[str] = ("home",)) -> dict[str, Any]:
     from kolo_trainer.errors import KoloError, OptionsError
     from kolo_trainer.runfolder import DataRoot
 
     from ..commands.train import resolve_options
 
     problems: list[str] = []
-    _check_fields(body, problems)
+    _check_fields(body, problems, list(engines))
     flags = _job_options(body, problems)
     with Session(engine) as s:
         dataset = None
@@ -125,7 +131,7 @@ def create(engine: Any, root_path: Any, body: dict[str, Any]) -> dict[str, Any]:
                 problems.append(f"dataset_id {body['dataset_id']}: no such dataset (see GET /api/v1/datasets)")
         job = Job(name=str(body.get("name") or "job"), description=str(body.get("description") or ""),
                   training_type=str(body.get("training_type", "lora")), dataset_id=body.get("dataset_id")
-                  if dataset else None)
+                  if dataset else None, engine=body.get("engine"))
         s.add(job)
         s.flush()
         job.output_dir = f"job-{job.id}"
@@ -163,9 +169,11 @@ def _rag_options(flags: dict[str, Any], name: str, source: str) -> dict[str, Any
 
 @router.post("/jobs/", status_code=201)
 async def create_job(request: Request) -> dict[str, Any]:
-    """Queue a training job: name, description, training_type, model_name, dataset_id, and any TrainOptions."""
+    """Queue a training job: name, description, training_type, model_name, dataset_id, engine (optional: which of
+    GET /api/v1/engines runs it; default: the first free worker's), and any TrainOptions."""
     body = await json_body(request)
-    out = await run_in_threadpool(create, request.app.state.engine, request.app.state.cfg.data_root, body)
+    out = await run_in_threadpool(create, request.app.state.engine, request.app.state.cfg.data_root, body,
+                                  request.app.state.worker.engines())
     request.app.state.worker.wake.set()
     return out
 
@@ -175,6 +183,17 @@ async def create_job(request: Request) -> dict[str, Any]:
 def list_jobs(request: Request) -> list[dict[str, Any]]:
     with Session(request.app.state.engine) as s:
         return [job_dict(j) for j in s.exec(select(Job).order_by(Job.id))]
+
+
+@router.get("/engines")
+def list_engines(request: Request) -> list[dict[str, Any]]:
+    """The Docker engines this server runs jobs on, with their workers' GPUs (``kolo serve --engine``)."""
+    out: dict[str, dict[str, Any]] = {}
+    for slot in request.app.state.worker.slots:
+        e = out.setdefault(slot.engine, {"name": slot.engine, "url": getattr(slot.endpoint, "url", None),
+                                         "own_data_root": slot.remote, "workers": []})
+        e["workers"].append({"gpus": slot.gpu})
+    return list(out.values())
 
 
 @router.get("/jobs/{job_id}")
@@ -248,6 +267,14 @@ def worker_grace() -> float:
     return CANCEL_GRACE_S
 
 
+def require_engine(request: Request, job: Job) -> None:
+    """A job's run lives on the engine that trained it: its resume and export can only go there."""
+    engines = request.app.state.worker.engines()
+    if job.engine is not None and job.engine not in engines:
+        raise ApiError(409, f"job {job.id} ran on engine {job.engine!r}, which this server does not use now "
+                            f"({', '.join(engines)}); start kolo serve with --engine {job.engine}")
+
+
 def requeue(engine: Any, job_id: int, **fields: Any) -> Job:
     job = db.update_job(engine, job_id, status=db.QUEUED, cancel_requested=False, error=None, exit_code=None,
                         finished=None, **fields)
@@ -261,6 +288,7 @@ async def resume_job(job_id: int, request: Request) -> dict[str, Any]:
     job = await run_in_threadpool(load_job, request, job_id)
     if job.status not in db.RESUMABLE:
         raise ApiError(409, f"job {job_id} is {job.status}; only {', '.join(db.RESUMABLE)} jobs can be resumed")
+    require_engine(request, job)
     opts = json.loads(job.options)
     if job.task == "train":
         opts["resume"] = True
@@ -285,6 +313,7 @@ async def do_export(request: Request, job_id: int, body: dict[str, Any]) -> dict
     job = await run_in_threadpool(load_job, request, job_id)
     if job.status != db.COMPLETED:
         raise ApiError(409, f"job {job_id} is {job.status}; export a completed job")
+    require_engine(request, job)
     quants = body.get("quantizations")
     if not isinstance(quants, list) or not quants:
         raise ApiError(422, "quantizations: give a list, e.g. [\"Q4_K_M\"]")

@@ -128,7 +128,7 @@ def form_to_body(form: Any) -> dict[str, Any]:
     from kolo_trainer.options import TrainOptions
 
     body: dict[str, Any] = {}
-    for key in ("name", "description", "training_type", "model_name"):
+    for key in ("name", "description", "training_type", "model_name", "engine"):
         if str(form.get(key) or "").strip():
             body[key] = str(form.get(key)).strip()
     raw_id = str(form.get("dataset_id") or "")
@@ -166,7 +166,7 @@ def jobs_page(request: Request) -> HTMLResponse:
     _authed(request)
     engine = request.app.state.engine
     return page(request, "jobs.html", jobs=_jobs(engine), datasets=_datasets(engine), groups=option_fields(),
-                values={}, error=None)
+                values={}, error=None, engines=request.app.state.worker.engines())
 
 
 @router.get("/ui/jobs/table")
@@ -183,10 +183,12 @@ async def jobs_create(request: Request) -> Response:
     form = await request.form()
     engine = request.app.state.engine
     try:
-        job = await run_in_threadpool(create, engine, request.app.state.cfg.data_root, form_to_body(form))
+        job = await run_in_threadpool(create, engine, request.app.state.cfg.data_root, form_to_body(form),
+                                      request.app.state.worker.engines())
     except ApiError as e:
         return page(request, "jobs.html", e.status_code, jobs=_jobs(engine), datasets=_datasets(engine),
-                    groups=option_fields(), values=dict(form), error={"detail": e.detail, "problems": e.problems})
+                    groups=option_fields(), values=dict(form), error={"detail": e.detail, "problems": e.problems},
+                    engines=request.app.state.worker.engines())
     request.app.state.worker.wake.set()
     return RedirectResponse(f"/jobs/{job['id']}", status_code=303)
 

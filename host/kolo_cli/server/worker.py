@@ -7,6 +7,14 @@ renderer differs: :class:`JobRenderer` records events and log lines for the job 
 Honest states: ``completed`` only when every step exited 0 AND the run's kolo.json says the work finished;
 ``cancelled`` only when a user asked; ``interrupted`` when the server went away while the trainer ran (found at
 the next start, see :meth:`Worker.recover`). No timer ever decides a state.
+
+Each worker thread has a :class:`Slot`: the Docker engine it runs on and its share of that engine's GPUs. The
+server's own engine is ``home``; `kolo serve --engine URL` adds the workers of another (a GPU box over ssh://).
+A job records the engine that ran it, and its resume and export go back there (the checkpoints are there). An
+engine whose data root is not this one (``Slot.remote``) gets the job's dataset and local base model pushed into its
+data root first (``remote_data.push``: atomic, checked, never replacing a different file), and the run, without
+its checkpoints, is brought back here when the trainer ends (``remote_data.bring``), so downloads, deploys, chat
+and eval work on it as on a run made here.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ from __future__ import annotations
 import collections
 import json
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -24,6 +33,18 @@ from .db import Job
 
 #: Seconds the trainer gets to checkpoint after a cancel before it is killed (Transport.stop's grace).
 CANCEL_GRACE_S = 30.0
+#: The name of the server's own engine (--runtime / --docker-host); only it builds RAG indexes.
+HOME = "home"
+
+
+@dataclass(frozen=True)
+class Slot:
+    """Where one worker thread runs its jobs."""
+
+    engine: str = HOME  # the engine's name: jobs record it (Job.engine)
+    gpu: Optional[str] = None  # this worker's CUDA_VISIBLE_DEVICES (assign_gpus); None: unpinned
+    endpoint: Any = None  # docker_ctl.Endpoint of an --engine; None: the server's own engine
+    remote: bool = False  # its data root is not this one: inputs are pushed there, the run brought back
 
 
 class JobRenderer:
@@ -64,11 +85,13 @@ class Worker:
 
     def __init__(self, engine: Any, data_root: Path, runtime: str, container: str, workers: int = 1,
                  publish: Callable[[int], None] = lambda job_id: None, debug: bool = False,
-                 gpus: Optional[list[Optional[str]]] = None):
+                 gpus: Optional[list[Optional[str]]] = None, slots: Optional[list[Slot]] = None):
         self.engine, self.data_root, self.runtime, self.container = engine, data_root, runtime, container
-        self.workers, self.publish, self.debug = workers, publish, debug
-        self.gpus = list(gpus) if gpus is not None else [None] * workers  # worker i -> its GPU (assign_gpus)
-        assert len(self.gpus) == workers, (self.gpus, workers)
+        self.publish, self.debug = publish, debug
+        if slots is None:  # the server's own engine only, worker i on GPU share i (assign_gpus)
+            slots = [Slot(HOME, g) for g in (gpus if gpus is not None else [None] * workers)]
+        self.slots = list(slots)
+        self.workers = len(self.slots)
         self.wake = threading.Event()
         self.stopping = threading.Event()
         self.claim_lock = threading.Lock()
@@ -108,7 +131,7 @@ class Worker:
     # ----------------------------------------------------------------------------------------- the loop
     def _loop(self, index: int = 0) -> None:
         while not self.stopping.is_set():
-            job_id = self._claim()
+            job_id = self._claim(index)
             if job_id is None:
                 self.wake.wait(timeout=1.0)
                 self.wake.clear()
@@ -118,11 +141,21 @@ class Worker:
             except Exception as e:  # a bug must fail the job, never kill the worker thread
                 self.finish(job_id, db.FAILED, error=f"internal error: {type(e).__name__}: {e}")
 
-    def _claim(self) -> Optional[int]:
+    def engines(self) -> list[str]:
+        return list(dict.fromkeys(slot.engine for slot in self.slots))
+
+    def _claim(self, index: int = 0) -> Optional[int]:
+        """The oldest queued job this worker's engine may run: one not tied to another engine (a job's resume and
+        export go where its run is), and no RAG build away from home (its documents are here)."""
+        slot = self.slots[index]
+        query = select(Job).where(Job.status == db.QUEUED, (Job.engine == None) | (Job.engine == slot.engine))  # noqa: E711
+        if slot.engine != HOME:
+            query = query.where(Job.task != "rag")
         with self.claim_lock, Session(self.engine) as s:
-            job = s.exec(select(Job).where(Job.status == db.QUEUED).order_by(Job.id)).first()
+            job = s.exec(query.order_by(Job.id)).first()
             if job is None:
                 return None
+            job.engine = slot.engine
             job.status = db.EXPORTING if job.task == "export" else db.RUNNING
             job.started, job.finished, job.error, job.exit_code = db.now(), None, None, None
             s.add(job)
@@ -133,12 +166,17 @@ class Worker:
         return job_id
 
     def transport(self, index: int) -> Any:
-        """The transport worker ``index`` runs its jobs through: pinned to that worker's GPU, if it has one."""
+        """The transport worker ``index`` runs its jobs through: on its engine, pinned to its GPUs, if any."""
         from ..transport import make_transport
 
-        gpu = self.gpus[index]
-        env = {} if gpu is None else {"CUDA_VISIBLE_DEVICES": gpu}
-        return _recording(make_transport(self.runtime, self.container, self.data_root, debug=self.debug, env=env))
+        slot = self.slots[index]
+        env = {} if slot.gpu is None else {"CUDA_VISIBLE_DEVICES": slot.gpu}
+        if slot.endpoint is None:
+            t = make_transport(self.runtime, self.container, self.data_root, debug=self.debug, env=env)
+        else:
+            t = make_transport("docker", self.container, None if slot.remote else self.data_root, debug=self.debug,
+                               env=env, engine=slot.endpoint)
+        return _recording(t)
 
     def _run(self, job_id: int, index: int = 0) -> None:
         from kolo_trainer.errors import KoloError
@@ -147,11 +185,9 @@ class Worker:
         from ..transport import trainer_argv
 
         job = db.get_job(self.engine, job_id)
-        transport = self.transport(index)
-        if transport.env:
-            with open(self.log_path(job_id), "a", encoding="utf-8") as log:
-                log.write(f"kolo serve worker {index}: " + " ".join(f"{k}={v}" for k, v in transport.env.items())
-                          + "\n")
+        slot, transport = self.slots[index], self.transport(index)
+        self._note(job_id, f"kolo serve worker {index}: engine {slot.engine}" + "".join(
+            f" {k}={v}" for k, v in transport.env.items()))
         self.running[job_id] = transport
         rc, error = 1, None
         renderer = None
@@ -168,6 +204,8 @@ class Worker:
                                       transport.data_root)]
             else:
                 steps = self._train_steps(job, transport, train_steps)
+            if slot.remote and job.task == "train":
+                self._send_inputs(job, transport)
             for i, argv in enumerate(steps):
                 if db.get_job(self.engine, job_id).cancel_requested:
                     break
@@ -182,7 +220,47 @@ class Worker:
             error, rc = e.message + (f" ({e.hint})" if e.hint else ""), e.exit_code
         finally:
             self.running.pop(job_id, None)
+        if slot.remote:
+            error = self._bring_back(job, transport, error)
         self._conclude(job_id, rc, error, renderer)
+
+    def _note(self, job_id: int, line: str) -> None:
+        with open(self.log_path(job_id), "a", encoding="utf-8") as log:
+            log.write(line + "\n")
+
+    def _send_inputs(self, job: Job, transport: Any) -> None:
+        """The job's dataset (and eval file, and base model when it is a folder here) into the engine's data root."""
+        from kolo_trainer import preflight
+        from kolo_trainer.runfolder import DataRoot
+
+        from .. import remote_data
+
+        opts, root = json.loads(job.options), DataRoot(self.data_root)
+        rels = [opts[k] for k in ("train_data", "eval_data") if opts.get(k)]
+        base = opts.get("base_model")
+        if base and preflight.is_local_model(root, base):
+            rels.append(base.strip())
+        sent = remote_data.push(transport.container_obj(), root, rels)
+        self._note(job.id, "sent to the engine: " + (", ".join(sent) or "nothing (all there already)"))
+
+    def _bring_back(self, job: Job, transport: Any, error: Optional[str]) -> Optional[str]:
+        """The run (without checkpoints) from the engine into this data root, whatever the trainer's ending, so the
+        job's state is read from its own kolo.json. A failure to bring it fails the job (the first error stays)."""
+        from kolo_trainer.errors import KoloError
+        from kolo_trainer.runfolder import DataRoot
+
+        from .. import remote_data
+
+        try:
+            container = transport.container_obj()
+            files = remote_data.whole_run_files(container, job.output_dir)
+            run = DataRoot(self.data_root).run(job.output_dir)
+            got, here = remote_data.bring(container, run, files, overwrite=True)
+        except KoloError as e:
+            return error or f"could not bring the run back from the engine: {e.message}"
+        self._note(job.id, f"brought back from the engine: {len(got)} file(s) "
+                           f"({sum(size for _, size, _ in got) / 2**20:.1f} MiB), {len(here)} already here")
+        return error
 
     def _train_steps(self, job: Job, transport: Any, train_steps: Any) -> list[list[str]]:
         from kolo_trainer import spec
@@ -272,10 +350,11 @@ def gpu_ids(nvidia_smi_list: str) -> list[str]:
     return re.findall(r"(?m)(?:^|; )GPU (\d+):", nvidia_smi_list)
 
 
-def detect_gpus(runtime: str, container: str) -> tuple[list[str], str]:
+def detect_gpus(runtime: str, container: str, found: Any = None) -> tuple[list[str], str]:
     """(the GPUs jobs can use, where that came from), asked where the jobs run: the kolo container's
-    ``nvidia-smi -L`` (``docker_ctl.gpu_visible``, what `kolo doctor` shows) or this machine's. A local
-    CUDA_VISIBLE_DEVICES the server was started with is the user's choice of GPUs and is kept."""
+    ``nvidia-smi -L`` (``docker_ctl.gpu_visible``, what `kolo doctor` shows; ``found``: that container, already
+    looked up on its engine) or this machine's. A local CUDA_VISIBLE_DEVICES the server was started with is the
+    user's choice of GPUs and is kept."""
     import os
     import shutil
     import subprocess
@@ -286,7 +365,7 @@ def detect_gpus(runtime: str, container: str) -> tuple[list[str], str]:
         from .. import docker_ctl
 
         try:
-            c = docker_ctl.find(docker_ctl.client(timeout=10), container)
+            c = found or docker_ctl.find(docker_ctl.client(timeout=10), container)
         except KoloError as e:
             return [], e.message
         if c is None:
