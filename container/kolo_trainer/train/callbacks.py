@@ -1,7 +1,7 @@
 """Trainer callbacks: progress events + train_log.jsonl, and Ctrl-C / SIGTERM -> checkpoint and stop.
 
-``transformers`` is imported lazily (inside :func:`make_callbacks`) so this module stays importable without it;
-the callback classes are built on first use.
+``transformers`` is imported lazily (inside :func:`make_callbacks`) so this module stays importable without it:
+the hooks live in plain classes (:class:`_Progress`, :class:`_Stop`), and TrainerCallback is mixed in on first use.
 """
 
 from __future__ import annotations
@@ -58,6 +58,96 @@ def _num(v: Any) -> float | None:
     return f if math.isfinite(f) else None
 
 
+class _Progress:
+    """ProgressCallback's hooks: rank 0 writes train_log.jsonl and emits the progress events."""
+
+    def __init__(self, log_path: Path, trainer_ref: dict) -> None:
+        self.log_path, self.trainer_ref = log_path, trainer_ref
+        self.t0 = 0.0
+        self.last_t = 0.0
+        self.last_pause = 0.0
+        self.last_tokens = 0
+        self.start_step = 0
+        self.start_tokens = 0
+        self.train_time = 0.0
+        self.last_loss: float | None = None
+        self.last_eval: float | None = None
+        self.tokens_per_s: float | None = None
+
+    def _pause(self) -> float:
+        t = self.trainer_ref.get("trainer")
+        return float(getattr(t, "kolo_pause_s", 0.0)) if t is not None else 0.0
+
+    def on_train_begin(self, args, state, control, **kw):
+        if not state.is_world_process_zero:
+            return
+        self.t0 = self.last_t = time.perf_counter()
+        self.last_pause = self._pause()
+        self.start_step = state.global_step
+        self.start_tokens = self.last_tokens = int(state.num_input_tokens_seen or 0)
+        progress.emit("progress", stage="train", step=state.global_step, total=state.max_steps,
+                      epoch=_num(state.epoch))
+
+    def _write(self, record: dict) -> None:
+        with open(self.log_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def on_log(self, args, state, control, logs=None, **kw):
+        if not state.is_world_process_zero:
+            return  # rank 0 writes train_log.jsonl and the events (the logged loss is already averaged)
+        logs = logs or {}
+        now = time.perf_counter()
+        pause = self._pause()
+        tokens = int(state.num_input_tokens_seen or 0)
+        record: dict[str, Any] = {"step": state.global_step, "epoch": _num(state.epoch)}
+        if "loss" in logs:
+            dt = (now - self.last_t) - (pause - self.last_pause)
+            if dt > 0 and tokens >= self.last_tokens:
+                self.tokens_per_s = (tokens - self.last_tokens) / dt
+            self.train_time += max(dt, 0.0)
+            self.last_t, self.last_pause, self.last_tokens = now, pause, tokens
+            self.last_loss = _num(logs["loss"])
+            record.update(loss=self.last_loss, learning_rate=_num(logs.get("learning_rate")),
+                          grad_norm=_num(logs.get("grad_norm")), tokens_seen=tokens,
+                          tokens_per_s=round(self.tokens_per_s, 1) if self.tokens_per_s else None)
+        if "eval_loss" in logs:
+            self.last_eval = _num(logs["eval_loss"])
+            record["eval_loss"] = self.last_eval
+        if "loss" not in logs and "eval_loss" not in logs:
+            return  # the final train summary (train_runtime, ...) is not a logging step
+        done = state.global_step - self.start_step
+        eta = None
+        if done > 0 and self.train_time > 0:
+            eta = round(self.train_time / done * max(state.max_steps - state.global_step, 0), 1)
+        self._write(record)
+        progress.emit("progress", stage="train", step=state.global_step, total=state.max_steps,
+                      loss=self.last_loss, eval_loss=self.last_eval,
+                      learning_rate=record.get("learning_rate"),
+                      tokens_per_s=round(self.tokens_per_s, 1) if self.tokens_per_s else None,
+                      eta_s=eta, epoch=_num(state.epoch))
+
+    def on_save(self, args, state, control, **kw):
+        if state.is_world_process_zero:
+            progress.emit("metric", stage="train", name="checkpoint", value=f"checkpoint-{state.global_step}")
+
+
+class _Stop:
+    """StopCallback's hook: every rank stops at the same step when any got a signal (see agreed_signal)."""
+
+    def __init__(self, stop: StopFlag, dist: Any) -> None:
+        self.stop, self.dist = stop, dist
+
+    def on_step_end(self, args, state, control, **kw):
+        from . import distributed
+
+        distributed.crash_hook(self.dist, state.global_step)
+        signum = distributed.agreed_signal(self.dist, self.stop.signum, args.device)
+        if signum is not None:  # a rank that got no signal itself stops (and exits) the same way
+            self.stop.signum = self.stop.signum or signum
+            control.should_save = True
+            control.should_training_stop = True
+
+
 def make_callbacks(log_path: Path, stop: StopFlag, trainer_ref: dict, dist: Any = None) -> list:
     """The callback instances. ``trainer_ref['trainer']`` is filled in once the Trainer exists (the callback
     reads the time spent in evaluation/saving from it so tokens/s measures training only). ``dist``: this
@@ -66,87 +156,14 @@ def make_callbacks(log_path: Path, stop: StopFlag, trainer_ref: dict, dist: Any 
 
     from . import distributed
 
-    dist = dist if dist is not None else distributed.Dist()
+    class ProgressCallback(_Progress, TrainerCallback):  # the hooks first: they override TrainerCallback's no-ops
+        pass
 
-    class ProgressCallback(TrainerCallback):
-        def __init__(self) -> None:
-            self.t0 = 0.0
-            self.last_t = 0.0
-            self.last_pause = 0.0
-            self.last_tokens = 0
-            self.start_step = 0
-            self.start_tokens = 0
-            self.train_time = 0.0
-            self.last_loss: float | None = None
-            self.last_eval: float | None = None
-            self.tokens_per_s: float | None = None
+    class StopCallback(_Stop, TrainerCallback):
+        pass
 
-        def _pause(self) -> float:
-            t = trainer_ref.get("trainer")
-            return float(getattr(t, "kolo_pause_s", 0.0)) if t is not None else 0.0
-
-        def on_train_begin(self, args, state, control, **kw):
-            if not state.is_world_process_zero:
-                return
-            self.t0 = self.last_t = time.perf_counter()
-            self.last_pause = self._pause()
-            self.start_step = state.global_step
-            self.start_tokens = self.last_tokens = int(state.num_input_tokens_seen or 0)
-            progress.emit("progress", stage="train", step=state.global_step, total=state.max_steps,
-                          epoch=_num(state.epoch))
-
-        def _write(self, record: dict) -> None:
-            with open(log_path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
-
-        def on_log(self, args, state, control, logs=None, **kw):
-            if not state.is_world_process_zero:
-                return  # rank 0 writes train_log.jsonl and the events (the logged loss is already averaged)
-            logs = logs or {}
-            now = time.perf_counter()
-            pause = self._pause()
-            tokens = int(state.num_input_tokens_seen or 0)
-            record: dict[str, Any] = {"step": state.global_step, "epoch": _num(state.epoch)}
-            if "loss" in logs:
-                dt = (now - self.last_t) - (pause - self.last_pause)
-                if dt > 0 and tokens >= self.last_tokens:
-                    self.tokens_per_s = (tokens - self.last_tokens) / dt
-                self.train_time += max(dt, 0.0)
-                self.last_t, self.last_pause, self.last_tokens = now, pause, tokens
-                self.last_loss = _num(logs["loss"])
-                record.update(loss=self.last_loss, learning_rate=_num(logs.get("learning_rate")),
-                              grad_norm=_num(logs.get("grad_norm")), tokens_seen=tokens,
-                              tokens_per_s=round(self.tokens_per_s, 1) if self.tokens_per_s else None)
-            if "eval_loss" in logs:
-                self.last_eval = _num(logs["eval_loss"])
-                record["eval_loss"] = self.last_eval
-            if "loss" not in logs and "eval_loss" not in logs:
-                return  # the final train summary (train_runtime, ...) is not a logging step
-            done = state.global_step - self.start_step
-            eta = None
-            if done > 0 and self.train_time > 0:
-                eta = round(self.train_time / done * max(state.max_steps - state.global_step, 0), 1)
-            self._write(record)
-            progress.emit("progress", stage="train", step=state.global_step, total=state.max_steps,
-                          loss=self.last_loss, eval_loss=self.last_eval,
-                          learning_rate=record.get("learning_rate"),
-                          tokens_per_s=round(self.tokens_per_s, 1) if self.tokens_per_s else None,
-                          eta_s=eta, epoch=_num(state.epoch))
-
-        def on_save(self, args, state, control, **kw):
-            if state.is_world_process_zero:
-                progress.emit("metric", stage="train", name="checkpoint", value=f"checkpoint-{state.global_step}")
-
-    class StopCallback(TrainerCallback):
-        def on_step_end(self, args, state, control, **kw):
-            distributed.crash_hook(dist, state.global_step)
-            signum = distributed.agreed_signal(dist, stop.signum, args.device)
-            if signum is not None:
-                stop.signum = stop.signum or signum  # a rank that got no signal itself stops (and exits) the same
-                control.should_save = True
-                control.should_training_stop = True
-
-    return [ProgressCallback(), StopCallback()]
+    return [ProgressCallback(log_path, trainer_ref), StopCallback(stop, dist if dist is not None else
+                                                                  distributed.Dist())]
 
 
 def truncate_log(log_path: Path, max_step: int) -> None:
