@@ -27,8 +27,8 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, kolo: Any, root: Path, args: list[str]):
-        self.kolo, self.root, self.args = kolo, root, args
+    def __init__(self, kolo: Any, root: Path, args: list[str], runtime: str = "local"):
+        self.kolo, self.root, self.args, self.runtime = kolo, root, args, runtime
         self.proc: subprocess.Popen | None = None
         self.port = 0
         self.log = root.parent / f"serve-{id(self)}.log"
@@ -44,7 +44,7 @@ class Server:
     def start(self, timeout: float = 60) -> "Server":
         self.port = free_port()
         out = open(self.log, "a")
-        self.proc = self.kolo.popen("--runtime", "local", "serve", "--port", str(self.port), *self.args,
+        self.proc = self.kolo.popen("--runtime", self.runtime, "serve", "--port", str(self.port), *self.args,
                                     stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
                                     env={"KOLO_STOP_GRACE_S": "20"})
         deadline = time.monotonic() + timeout
