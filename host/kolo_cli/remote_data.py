@@ -141,6 +141,11 @@ def stat(container: Any, rels: list[str]) -> dict[str, Any]:
     return _script(container, "stat", *rels)
 
 
+def df(container: Any) -> dict[str, Any]:
+    """``{"free": bytes, "writable": bool}`` of the data root in the container."""
+    return _script(container, "df")
+
+
 def run_files(container: Any, run: str, quantizations: list[str]) -> list[tuple[str, int, str]]:
     """(path in the run, size, sha256) of what `kolo pull` brings back: GGUFs and Modelfiles, kolo.json last."""
     return _listed(_script(container, "run", run, *quantizations))
@@ -291,6 +296,29 @@ def fetch(container: Any, rel: str, dest: Path, size: int, sha256: str, chunk: i
                         f"…, listed {size} bytes, {sha256[:12]}…)", "run the same command again once it is done")
 
 
+def read_bytes(container: Any, rel: str) -> bytes:
+    """A (small) file of the remote data root, checked against the engine's sha256 like every fetch."""
+    import tempfile
+
+    there = stat(container, [rel])["files"][rel]
+    if there is None or there.get("kind") != "file":
+        raise NameError_(f"{rel} is not a file in the engine's data root")
+    with tempfile.TemporaryDirectory(prefix="kolo-read-") as d:
+        dest = Path(d) / "file"
+        fetch(container, rel, dest, int(there["size"]), str(there["sha256"]))
+        return dest.read_bytes()
+
+
+def write_bytes(container: Any, rel: str, data: bytes) -> None:
+    """Replace the remote ``rel`` with ``data`` (kolo's own file, e.g. eval.json with judge scores), atomically."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="kolo-write-") as d:
+        src = Path(d) / os.path.basename(rel)
+        src.write_bytes(data)
+        upload(container, src, rel, force=True)
+
+
 def bring(container: Any, run: Any, files: list[tuple[str, int, str]], overwrite: bool,
           on_file: Callable[[str, int], None] = lambda rel, size: None) -> tuple[list, list[str]]:
     """Fetch ``files`` (``run_files`` / ``whole_run_files``) into the local ``run`` (a ``runfolder.Run``), under its
@@ -357,7 +385,7 @@ def doctor_rows(cl: Any, container: Any, min_free_gib: float) -> list[tuple[str,
     volume = docker_ctl.data_root_volume(container)
     where = f"volume {volume!r}" if volume else f"folder {docker_ctl.mounted_data_root(container)}"
     try:
-        res = _script(container, "df")
+        res = df(container)
     except (DockerError, KoloError) as e:
         return rows + [(what, False, e.message, "recreate the container: `kolo down && kolo up`")]
     free = int(res["free"])

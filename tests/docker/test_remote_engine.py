@@ -263,6 +263,32 @@ def test_doctor_checks_the_remote_engine(remote: Remote, tmp_path: Path) -> None
     assert volume and "✓" in volume[0] and "volume 'kolo_data'" in volume[0] and "GiB free" in volume[0], r.stdout
 
 
+def test_status_eval_and_option_checks_look_at_the_box(remote: Remote, tmp_path: Path) -> None:
+    """The verbs that read the data root on a remote engine read the box's: status shows its volume and free space,
+    eval measures the run there and reads back the eval.json written there, and a bad option is reported without
+    the local data root's missing files (they are on the box)."""
+    local = tmp_path / "kolo_data"
+    r = remote("status", "--json", root=local)
+    assert r.returncode == 0, r.stderr
+    box = json.loads(r.stdout)["engine_data_root"]
+    assert box["volume"] == "kolo_data" and box["free_bytes"] > 2**20, box
+    r = remote("status", root=local)
+    assert "volume 'kolo_data' on the engine (" in r.stdout and "`kolo pull` brings runs here" in r.stdout, r.stdout
+
+    r = remote("eval", RUN, "--quantization", "Q8_0", "--json", root=local, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    report = json.loads(r.stdout)
+    assert report["run"] == RUN and set(report["models"]) >= {"Q8_0"}, list(report)
+    assert json.loads(remote.read(f"outputs/{RUN}/eval.json"))["created"] == report["created"]
+    assert not local.exists()
+
+    r = remote("train", "--train-data", "data/example.jsonl", "--base-model", "models/tiny", "--epochs", "-1",
+               "--output-dir", "never", root=local)
+    assert r.returncode == 2 and "--epochs" in r.stderr, r.stderr
+    assert "data/example.jsonl" not in r.stderr and "models/tiny" not in r.stderr, r.stderr  # both are on the box
+    assert not local.exists()
+
+
 def test_a_docker_context_reaches_the_same_engine(remote: Remote, tmp_path: Path) -> None:
     config = tmp_path / "docker-config"
     config.mkdir()

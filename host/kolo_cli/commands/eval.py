@@ -212,8 +212,9 @@ def eval_(flags: dict[str, Any], run: str, judge: Optional[str], judge_model: Op
     from kolo_trainer.eval.ggufs import check_run
     from kolo_trainer.eval.options import EvalOptions
 
-    from .export import _check_run, _run_trainer, _validate
+    from .export import _check_run, _remote, _run_trainer, _validate
 
+    remote = not dry_run and _remote()  # the run and --eval-data are on the engine: the trainer checks them there
     explicit, problems = _validate(EvalOptions, flags, run)
     spec_judge, judge_problems = parse_judge(judge, judge_model)
     problems += judge_problems
@@ -222,38 +223,59 @@ def eval_(flags: dict[str, Any], run: str, judge: Optional[str], judge_model: Op
             raise OptionsError(problems, hint="see `kolo eval --help`")
     else:
         _check_run(run, problems, lambda r: check_run(r, list(explicit.get("quantization") or [])), "eval")
-        if explicit.get("eval_data"):
+        if explicit.get("eval_data") and not remote:
             _check_eval_data(explicit["eval_data"])
     _run_trainer("eval", EvalOptions, explicit, dry_run, interactive=False, renderer=_Quiet() if as_json else None)
     if dry_run:
         return
-    r = STATE.data().run(run)
-    report = _read(r)
+    r = _Report(run, remote)
+    report = r.read()
     if spec_judge is not None:
         report["judge"] = judge_answers(report, spec_judge)
-        _write(r, report)
+        r.write(report)
     if as_json:
         print(json.dumps(report, ensure_ascii=False, indent=2))
     else:
         show(report, r.label)
 
 
-def _read(r: Any) -> dict:
-    from kolo_trainer.eval.main import EVAL_FILE
+class _Report:
+    """The run's eval.json the trainer wrote: in this machine's data root, or in a remote engine's (read and
+    rewritten through the Docker API, ``remote_data``)."""
 
-    try:
-        return json.loads((r.path / EVAL_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise KoloError(f"cannot read {r.label}/{EVAL_FILE} the trainer wrote ({e})",
-                        hint="run `kolo eval` again with --debug") from None
+    def __init__(self, run: str, remote: bool):
+        from kolo_trainer.eval.main import EVAL_FILE
 
+        self.run, self.remote, self.label, self.file = run, remote, f"outputs/{run}", EVAL_FILE
+        self.rel = f"{self.label}/{EVAL_FILE}"
 
-def _write(r: Any, report: dict) -> None:
-    from kolo_trainer import manifest
-    from kolo_trainer.eval.main import EVAL_FILE
+    def _container(self) -> Any:
+        from .. import docker_ctl
 
-    with r.lock():
-        manifest.write_json_atomic(r.path / EVAL_FILE, report)
+        return docker_ctl.require_running(STATE.container)
+
+    def read(self) -> dict:
+        from .. import remote_data
+
+        try:
+            if self.remote:
+                return json.loads(remote_data.read_bytes(self._container(), self.rel))
+            return json.loads(STATE.data().run(self.run).path.joinpath(self.file).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise KoloError(f"cannot read {self.rel} the trainer wrote ({e})",
+                            hint="run `kolo eval` again with --debug") from None
+
+    def write(self, report: dict) -> None:
+        from kolo_trainer import manifest
+
+        from .. import remote_data
+
+        if self.remote:
+            remote_data.write_bytes(self._container(), self.rel, json.dumps(report, indent=2).encode())
+            return
+        r = STATE.data().run(self.run)
+        with r.lock():
+            manifest.write_json_atomic(r.path / self.file, report)
 
 
 def _fmt(v: Any, spec: str) -> str:

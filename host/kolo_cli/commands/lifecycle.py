@@ -177,7 +177,25 @@ def collect_status() -> dict[str, Any]:
                     image=(c.attrs.get("Config") or {}).get("Image"))
         visible, detail = docker_ctl.gpu_visible(c)
         info.update(gpu=visible, gpu_detail=detail)
+        if STATE.runtime == "docker" and docker_ctl.is_remote():
+            info["engine_data_root"] = _engine_data_root(c)
     return info
+
+
+def _engine_data_root(c: Any) -> dict[str, Any]:
+    """A remote engine's data root (the trainer's files are there, not in this machine's folder): its volume and
+    free space, asked in the container."""
+    from kolo_trainer.errors import KoloError
+
+    from .. import docker_ctl, remote_data
+
+    out: dict[str, Any] = {"volume": docker_ctl.data_root_volume(c), "free_bytes": None}
+    if c.status == "running":
+        try:
+            out["free_bytes"] = int(remote_data.df(c)["free"])
+        except KoloError as e:
+            out["error"] = e.message
+    return out
 
 
 def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
@@ -210,7 +228,14 @@ def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable 
     t.add_row("runtime", info["runtime"])
     usage = "does not exist yet" if info["data_root_bytes"] is None else (
         f"{_gib(info['data_root_bytes'])} used, {_gib(info['data_root_free_bytes'])} free")
-    t.add_row("data root", f"{info['data_root']} ({usage})")
+    box = info.get("engine_data_root")
+    if box is not None:
+        free = "free space unknown (container not running)" if box["free_bytes"] is None else \
+            f"{_gib(box['free_bytes'])} free"
+        t.add_row("data root", f"volume {box['volume']!r} on the engine ({free}); training and export use it")
+        t.add_row("local copies", f"{info['data_root']} ({usage}; `kolo pull` brings runs here)")
+    else:
+        t.add_row("data root", f"{info['data_root']} ({usage})")
     Console(highlight=False).print(t)
 
 

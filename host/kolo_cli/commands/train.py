@@ -27,14 +27,15 @@ HELP = (
     "--quantization Q4_K_M"
 )
 
-def resolve_options(flags: dict[str, Any], config: Path | None, root: Any,
-                    check_files: bool = True) -> tuple[Any, dict[str, Any], list[str]]:
+def resolve_options(flags: dict[str, Any], config: Path | None, root: Any, check_files: bool = True,
+                    files_here: bool = True) -> tuple[Any, dict[str, Any], list[str]]:
     """(validated TrainOptions, explicit values, path problems) or one OptionsError listing every problem.
 
     The checks are ``kolo_trainer.preflight``'s, the same the trainer repeats: option values, the files they name
     under the data root, the run folder (user files, in use, finished), free disk. With ``check_files`` False
     (--dry-run) path problems are returned instead of raised: a dry run shows the command even before the data is
-    in place, and says what is still missing."""
+    in place, and says what is still missing. ``files_here`` False (a remote engine's data root): the files are
+    not on this machine, so none is looked for here; the trainer on the engine checks them."""
     from kolo_trainer import preflight, spec
     from kolo_trainer.options import TrainOptions
 
@@ -50,8 +51,8 @@ def resolve_options(flags: dict[str, Any], config: Path | None, root: Any,
         result, explicit = spec.merge(TrainOptions, cfg, flags)
     except OptionsError as e:
         problems += e.problems
-    missing = preflight.path_problems(root, {**cfg, **flags}) if (check_files or problems or
-                                                                  root.path.is_dir()) else []
+    missing = preflight.path_problems(root, {**cfg, **flags}) if files_here and (
+        check_files or problems or root.path.is_dir()) else []
     if problems or (check_files and missing):
         raise OptionsError(problems + (missing if check_files or problems else []), hint="see `kolo train --help`")
     if check_files:
@@ -67,7 +68,8 @@ def train(flags: dict[str, Any], config: Optional[Path], dry_run: bool) -> None:
     root = STATE.data()
     # A remote engine's data root is not here: the trainer runs the same file checks there, before any model loads.
     remote = not dry_run and STATE.runtime == "docker" and is_remote()
-    opts, explicit, missing = resolve_options(flags, config, root, check_files=not dry_run and not remote)
+    opts, explicit, missing = resolve_options(flags, config, root, check_files=not dry_run and not remote,
+                                              files_here=not remote)
     transport = make_transport(STATE.runtime, STATE.container, root.path, debug=STATE.debug)
     steps = train_steps(opts, explicit, transport.data_root)
     if dry_run:
