@@ -148,7 +148,7 @@ class Worker:
         """The oldest queued job this worker's engine may run: one not tied to another engine (a job's resume and
         export go where its run is), and no RAG build away from home (its documents are here)."""
         slot = self.slots[index]
-        query = select(Job).where(Job.status == db.QUEUED, (Job.engine == None) | (Job.engine == slot.engine))  # noqa: E711
+        query = select(Job).where(Job.status == db.QUEUED, Job.engine.is_(None) | (Job.engine == slot.engine))
         if slot.engine != HOME:
             query = query.where(Job.task != "rag")
         with self.claim_lock, Session(self.engine) as s:
