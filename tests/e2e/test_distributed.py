@@ -177,30 +177,50 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_nodes_on_localhost_match_one_process(single: Path, kolo_m: KoloRunner, root: Path) -> None:
-    """Two `kolo train` launches (node 0 and node 1, one process each) meet through torchrun's rendezvous on
-    127.0.0.1, as two machines sharing the data root would."""
+def _two_nodes(kolo_m: KoloRunner, out: str, env: dict[str, str] | None = None) -> dict[int, tuple[int, str, str]]:
+    """Two `kolo train` launches (node 0 and node 1, one process each) meeting through torchrun's rendezvous on
+    127.0.0.1, as two machines sharing the data root would: {node rank: (exit code, stdout, stderr)}."""
     port = str(_free_port())
-    common = ["--runtime", "local", "train", *ARGS, "--output-dir", "nodes", "--nnodes", "2", "--master-addr",
+    common = ["--runtime", "local", "train", *ARGS, "--output-dir", out, "--nnodes", "2", "--master-addr",
               "127.0.0.1", "--master-port", port]
     t = time.monotonic()
-    nodes = [kolo_m.popen(*common, "--node-rank", str(rank)) for rank in (1, 0)]
+    nodes = {rank: kolo_m.popen(*common, "--node-rank", str(rank), env=env) for rank in (1, 0)}
     try:
-        outs = [p.communicate(timeout=600) for p in nodes]
+        outs = {rank: p.communicate(timeout=600) for rank, p in nodes.items()}
     finally:
-        for p in nodes:
+        for p in nodes.values():
             if p.poll() is None:
                 p.kill()
-    print(f"two nodes: {time.monotonic() - t:.1f}s")
-    for p, (out, err) in zip(nodes, outs):
-        assert p.returncode == 0, out[-2000:] + err[-3000:]
+    print(f"two nodes ({out}): {time.monotonic() - t:.1f}s")
+    return {rank: (nodes[rank].returncode, *outs[rank]) for rank in nodes}
+
+
+def test_two_nodes_on_localhost_match_one_process(single: Path, kolo_m: KoloRunner, root: Path) -> None:
+    nodes = _two_nodes(kolo_m, "nodes")
+    for code, out, err in nodes.values():
+        assert code == 0, out[-2000:] + err[-3000:]
     run = root / "outputs" / "nodes"
     _assert_same_curve(_losses(run), _losses(single))
     m = json.loads((run / "kolo.json").read_text())
     assert m["status"] == "finished" and m["options"]["nnodes"] == 2 and m["options"]["node_rank"] == 0
     # Node 0's kolo shows the progress; node 1's shows none (its rank is not 0).
-    assert re.search(r"^\[train\] step 4/4 +loss", outs[1][0], re.M), outs[1][0][-2000:]
-    assert "[train] step" not in outs[0][0], outs[0][0][-2000:]
+    assert re.search(r"^\[train\] step 4/4 +loss", nodes[0][1], re.M), nodes[0][1][-2000:]
+    assert "[train] step" not in nodes[1][1], nodes[1][1][-2000:]
+
+
+def test_a_crash_on_node1_is_reported_by_node0(kolo_m: KoloRunner, root: Path) -> None:
+    """Node 0's launcher sees only its own rank, which merely lost its peer ("connection closed by peer"); the
+    crashed rank's record reaches it through the rendezvous store, so node 0 (where the user looks, and whose
+    kolo.json is the run's) names rank 1's error. The crash hook fires only on the rank it names, so both nodes
+    get the same environment, as two machines started with one script would."""
+    nodes = _two_nodes(kolo_m, "nodes-crash", env={"KOLO_TEST_CRASH_RANK": "1", "KOLO_TEST_CRASH_STEP": "1"})
+    want = "error: rank 1: internal error: RuntimeError: injected test crash on rank 1 at step 1 (KOLO_TEST_CRASH_RANK)"
+    for node, (code, _, err) in nodes.items():
+        assert code == 1, (node, err[-3000:])
+        assert [line for line in err.splitlines() if line.startswith("error:")] == [want], (node, err[-3000:])
+    m = json.loads((root / "outputs" / "nodes-crash" / "kolo.json").read_text())
+    assert m["status"] == "failed" and m["error"].startswith("rank 1: internal error: RuntimeError: injected")
+    assert _trainers_of(root) == []
 
 
 def test_fsdp_without_gpus_is_refused_not_silently_ddp(kolo_m: KoloRunner, root: Path) -> None:

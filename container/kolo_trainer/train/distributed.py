@@ -9,7 +9,9 @@ by rank 0 (plus each rank's own RNG state, ``rng_state_<rank>.pth``, which an ex
 
 A failure on any rank ends the run with that rank's message: the rank records it in torchrun's error file
 (torch.distributed.elastic's ``@record`` writes the traceback; kolo adds its own message, hint, exit code and the
-time, :func:`run_worker`), and the launcher reports the earliest one (``launch.root_failure``).
+time, :func:`run_worker`), and the launcher reports the root one (``launch.root_failure``). Across nodes, the
+first failing rank's record reaches the others through the rendezvous store (:func:`first_error`), so node 0's
+launcher reports (and records in kolo.json) a failure on another node, not just its lost connection.
 
 Heavy imports (torch) live inside the functions.
 """
@@ -22,6 +24,8 @@ import sys
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
+
+from ..errors import KoloError
 
 #: Tests only: make this rank raise at the end of optimizer step KOLO_TEST_CRASH_STEP (default 1), to prove that a
 #: failure on a rank other than 0 ends the run with that rank's message (tests/e2e/test_distributed.py).
@@ -121,41 +125,80 @@ def crash_hook(dist: Dist, step: int) -> None:
 
 def run_worker(fn: Callable[[list[str]], int], argv: list[str], dist: Dist) -> int:
     """Run the trainer as one rank: an exception is recorded in torchrun's error file (traceback by ``@record``,
-    kolo's message, hint and exit code next to it) and becomes this rank's exit code; the launcher prints it."""
+    kolo's message, hint and exit code next to it) and becomes this rank's exit code; the launcher prints it.
+    A rank other than 0 does not return: see :func:`_exit_now`."""
     from torch.distributed.elastic.multiprocessing.errors import record
 
     from ..cli import as_kolo_error
 
     quiet_stdout(dist)
     try:
-        return record(fn)(argv)
+        code = record(fn)(argv)
     except Exception as e:
         if os.environ.get("KOLO_DEBUG") == "1":
+            _leave()
             raise
         err = as_kolo_error(e)
-        _add_kolo_error(err, dist)
-        return err.exit_code
-    finally:
-        _leave()
+        mine = {"message": err.message, "hint": err.hint, "exit_code": err.exit_code, "rank": dist.rank,
+                "time": time.time()}
+        # A kolo error says what went wrong here; anything else may be how a peer's failure looked from here.
+        _add_kolo_error(first_error(mine, adopt=not isinstance(e, KoloError)), dist)
+        code = err.exit_code
+    _leave()
+    if not dist.main:
+        _exit_now(code)
+    return code
 
 
-def _add_kolo_error(err: Any, dist: Dist) -> None:
+#: Where the run's first error record goes, in the c10d store of torchrun's rendezvous (the TCPStore every rank of
+#: every node reaches: it is how they found each other).
+FIRST_ERROR_KEY = "kolo/first_error"
+
+
+def first_error(mine: dict, adopt: bool) -> dict:
+    """The record this rank puts in its error file: its own, published as the run's first error unless a rank
+    published one before; or, when ``adopt`` and another rank was first, that rank's record.
+
+    Why: with several nodes each launcher sees only its own ranks' error files, so when rank 1 on node 1 fails,
+    node 0 learnt only that rank 0 lost its peer ("connection closed by peer"). The failing rank publishes before
+    it leaves the group (its sockets close only after that), so a rank that fails because of it finds the record.
+    Best-effort: any problem with the store (gone with its node) leaves this rank's own record."""
+    try:
+        import torch.distributed as td
+
+        if not td.is_initialized():
+            return mine
+        from datetime import timedelta
+
+        store = td.distributed_c10d._get_default_store()
+        store.set_timeout(timedelta(seconds=10))  # this rank is failing: never wait long for a dying store
+        # compare_set sets the key only where it is absent and answers what the key holds: one atomic
+        # "first one wins", with no clocks to compare across machines.
+        first = json.loads(store.compare_set(FIRST_ERROR_KEY, "", json.dumps(mine)))
+    except Exception:
+        return mine
+    if adopt and isinstance(first, dict) and first.get("rank") != mine["rank"]:
+        return first
+    return mine
+
+
+def _add_kolo_error(rec: dict, dist: Dist) -> None:
     path = os.environ.get("TORCHELASTIC_ERROR_FILE")
     if not path:  # not started by torchrun: say it here, once per rank
-        print(f"error: rank {dist.rank}: {err.message}", file=sys.stderr)
+        print(f"error: rank {rec['rank']}: {rec['message']}", file=sys.stderr)
         return
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
     except (OSError, ValueError):
         data = {}
-    data["kolo"] = {"message": err.message, "hint": err.hint, "exit_code": err.exit_code, "rank": dist.rank,
-                    "time": time.time()}
+    data["kolo"] = rec
     with open(path, "w", encoding="utf-8") as f:
         json.dump(data, f)
 
 
 def _leave() -> None:
+    """Leave the group without waiting for anyone (no barrier: rank 0 still saves, plots and samples alone)."""
     try:
         import torch.distributed as td
 
@@ -163,3 +206,23 @@ def _leave() -> None:
             td.destroy_process_group()
     except Exception:  # leaving a broken group (a peer died) must not replace the real error
         pass
+
+
+def _exit_now(code: int) -> None:
+    """End a rank other than 0 once its part is done, skipping the interpreter's teardown.
+
+    Why: destroy_process_group does not stop gloo's threads (gloo_tcp_loop, pt_gloo_runloop: the group object
+    stays referenced from C++ after the Trainer is gone), so they are still running while Python finalises the
+    interpreter and C++ runs its static destructors. Now and then that ends in "terminate called without an
+    active exception" / a segfault (torch's own note in destroy_process_group: a group destroyed after the
+    interpreter exits crashes when it takes the GIL). A crashed rank 1 made torchrun SIGTERM rank 0 in the middle
+    of its plot/sample (CI, 1 run in 4). Such a rank has nothing left to do: rank 0 wrote or writes every file,
+    reports to trackers and prints progress, and under FSDP this rank already took part in the save. So flush
+    what it printed and end the process; its sockets close with it, which rank 0 never waits on, as it makes no
+    collective call after training (torchrun lets a rank exit 0 while the others keep running)."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)

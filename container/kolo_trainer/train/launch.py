@@ -92,6 +92,7 @@ def report(failures: dict[int, Any], trainer_args: list[str]) -> int:
     rank, failure, data = root_failure(failures)
     if data is not None:
         message, hint, code = data.get("message") or "failed", data.get("hint"), int(data.get("exit_code") or 1)
+        rank = int(data.get("rank", rank))  # another node's rank, when this one took its record from the store
     elif failure.exitcode < 0:
         name = failure.signal_name()
         message = f"was killed by {name}" + (" (out of memory? check `dmesg`)" if name == "SIGKILL" else "")
