@@ -64,6 +64,85 @@ def build_model(root: Path, layers: int) -> Path:
     return out
 
 
+class Bench:
+    """One benchmark run: a finished ~100M-parameter run in a temporary data root, exported by both sides."""
+
+    def __init__(self, root: Path, kolo: str, conv: Path):
+        self.root, self.kolo, self.conv = root, kolo, conv
+        self.env = clean_env(KOLO_DATA=str(root), KOLO_RUNTIME="local")
+        self.conv_env = dict(self.env, PYTHONPATH=str(conv / "gguf-py"), HF_HUB_OFFLINE="1")
+        self.run = root / "outputs" / "exp"
+        self.merged = self.run / "model"
+        self.f16, self.q4 = self.run / "gguf" / "exp-F16.gguf", self.run / "gguf" / "exp-Q4_K_M.gguf"
+
+    def prepare(self, layers: int) -> float:
+        """Build the model and make it a finished run (a 1-step full fine-tune); returns its parameters (M)."""
+        from safetensors import safe_open
+
+        for sub in ("data", "models", "outputs", "direct", "cp"):
+            (self.root / sub).mkdir()
+        build_model(self.root, layers)
+        shutil.copy(REPO / "container" / "kolo_trainer" / "assets" / "example.jsonl", self.root / "data" / "ex.jsonl")
+        r = run_measured([self.kolo, "train", "--base-model", "models/export-100m", "--train-data", "data/ex.jsonl",
+                          "--method", "full", "--max-steps", "1", "--batch-size", "1", "--output-dir", "exp"],
+                         env=self.env, cwd=str(self.root))
+        if r.rc != 0:
+            sys.exit(f"training the run to export failed:\n{(r.stdout + r.stderr)[-3000:]}")
+        n_params = 0
+        for shard in self.merged.glob("*.safetensors"):
+            with safe_open(str(shard), "pt") as f:
+                n_params += sum(_numel(f.get_slice(k).get_shape()) for k in f.keys())
+        print(f"model: {n_params / 1e6:.1f}M parameters ({layers} layers, hidden 768), "
+              f"{sum(p.stat().st_size for p in self.merged.glob('*.safetensors')) / 1e6:.0f} MB safetensors (fp32)",
+              flush=True)
+        return n_params / 1e6
+
+    def round(self, i: int) -> tuple[float, float, float]:
+        """kolo export, the direct converter + quantize, and cp, one after the other: (kolo s, direct s, cp s)."""
+        direct, cp_dir = self.root / "direct", self.root / "cp"
+        k = run_measured([self.kolo, "export", "exp", "--quantization", "Q4_K_M", "--no-verify", "--force"],
+                         env=self.env, cwd=str(self.root))
+        if k.rc != 0:
+            sys.exit(f"kolo export failed:\n{(k.stdout + k.stderr)[-3000:]}")
+        for p in [*direct.iterdir(), *cp_dir.iterdir()]:
+            p.unlink()
+        c = run_measured([PY, str(self.conv / "convert_hf_to_gguf.py"), str(self.merged), "--outfile",
+                          str(direct / "F16.gguf"), "--outtype", "f16"], env=self.conv_env)
+        q = run_measured([PY, "-c", QUANT_SNIPPET, str(direct / "F16.gguf"), str(direct / "Q4_K_M.gguf")],
+                         env=self.env)
+        if c.rc != 0 or q.rc != 0:
+            sys.exit(f"direct convert/quantize failed:\n{(c.stdout + c.stderr + q.stderr)[-3000:]}")
+        cp = run_measured(["cp", str(self.f16), str(self.q4), str(cp_dir)])
+        ours = self.f16.stat().st_size + self.q4.stat().st_size
+        theirs = (direct / "F16.gguf").stat().st_size + (direct / "Q4_K_M.gguf").stat().st_size
+        print(f"  round {i + 1}: kolo export {k.wall_s:.2f}s (peak RSS {mib(k.peak_rss_bytes)}), direct "
+              f"{c.wall_s:.2f}+{q.wall_s:.2f}s, cp {cp.wall_s:.2f}s; bytes kolo {ours:,} / direct {theirs:,}; load "
+              f"{os.getloadavg()[0]:.2f}", flush=True)
+        return k.wall_s, c.wall_s + q.wall_s, cp.wall_s
+
+    def with_verification(self, no_verify_median: float) -> tuple[float | None, dict]:
+        """One export with verification: its wall time and its stage times from kolo.json."""
+        v = run_measured([self.kolo, "export", "exp", "--quantization", "Q4_K_M", "--force"], env=self.env,
+                         cwd=str(self.root))
+        verify_s = v.wall_s if v.rc == 0 else None
+        exp = json.loads((self.run / "kolo.json").read_text()).get("export", {})
+        status = exp.get("verification", {})
+        stage_times = _stage_times(exp.get("stages") or {})
+        if stage_times and verify_s:
+            # The verify stage's own seconds do not show what its reference (computed in the background during
+            # conversion) cost the export; the wall time it adds over the no-verify exports does.
+            added = verify_s - no_verify_median
+            stage_times.update(verify_added_s=round(added, 2),
+                               verify_added_ratio=round(added / stage_times["convert_quantize_s"], 2),
+                               timings=status.get("timings"))
+        print(f"  with verification: {v.wall_s:.2f}s (rc {v.rc}, verification {status.get('status')}); stages: "
+              f"convert+quantize {stage_times.get('convert_quantize_s')}s, verify {stage_times.get('verify_s')}s "
+              f"(ratio {stage_times.get('verify_ratio')}, goal <= 0.5); wall time added over the no-verify "
+              f"median {stage_times.get('verify_added_s')}s (ratio {stage_times.get('verify_added_ratio')}); "
+              f"verify's split {stage_times.get('timings')}; load {_loadavg()}", flush=True)
+        return verify_s, stage_times
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3)
@@ -71,91 +150,20 @@ def main() -> int:
     ap.add_argument("--no-verify-run", action="store_true", help="skip the one extra export with verification")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
-    kolo = kolo_exe()
     print(header("benchmark 4: kolo export vs llama.cpp converter + quantize, and cp"), flush=True)
     from kolo_trainer.export import converter
 
-    conv = converter.ensure()
-    root = Path(tempfile.mkdtemp(prefix="kolo-bench-export-"))
-    for sub in ("data", "models", "outputs"):
-        (root / sub).mkdir()
-    env = clean_env(KOLO_DATA=str(root), KOLO_RUNTIME="local")
-    conv_env = dict(env, PYTHONPATH=str(conv / "gguf-py"), HF_HUB_OFFLINE="1")
+    bench = Bench(Path(tempfile.mkdtemp(prefix="kolo-bench-export-")), kolo_exe(), converter.ensure())
     try:
-        model = build_model(root, a.layers)
-        shutil.copy(REPO / "container" / "kolo_trainer" / "assets" / "example.jsonl", root / "data" / "ex.jsonl")
-        r = run_measured([kolo, "train", "--base-model", "models/export-100m", "--train-data", "data/ex.jsonl",
-                          "--method", "full", "--max-steps", "1", "--batch-size", "1", "--output-dir", "exp"],
-                         env=env, cwd=str(root))
-        if r.rc != 0:
-            sys.exit(f"training the run to export failed:\n{(r.stdout + r.stderr)[-3000:]}")
-        run = root / "outputs" / "exp"
-        merged = run / "model"
-        from safetensors import safe_open
-
-        n_params = 0
-        for shard in merged.glob("*.safetensors"):
-            with safe_open(str(shard), "pt") as f:
-                n_params += sum(_numel(f.get_slice(k).get_shape()) for k in f.keys())
-        print(f"model: {n_params / 1e6:.1f}M parameters ({a.layers} layers, hidden 768), "
-              f"{sum(p.stat().st_size for p in merged.glob('*.safetensors')) / 1e6:.0f} MB safetensors (fp32)",
-              flush=True)
-        direct_dir = root / "direct"
-        direct_dir.mkdir()
-        cp_dir = root / "cp"
-        cp_dir.mkdir()
-        ks, ds, cs = [], [], []
-        for i in range(a.rounds):
-            k = run_measured([kolo, "export", "exp", "--quantization", "Q4_K_M", "--no-verify", "--force"],
-                             env=env, cwd=str(root))
-            if k.rc != 0:
-                sys.exit(f"kolo export failed:\n{(k.stdout + k.stderr)[-3000:]}")
-            f16, q4 = run / "gguf" / "exp-F16.gguf", run / "gguf" / "exp-Q4_K_M.gguf"
-            for p in direct_dir.iterdir():
-                p.unlink()
-            c = run_measured([PY, str(conv / "convert_hf_to_gguf.py"), str(merged), "--outfile",
-                              str(direct_dir / "F16.gguf"), "--outtype", "f16"], env=conv_env)
-            q = run_measured([PY, "-c", QUANT_SNIPPET, str(direct_dir / "F16.gguf"), str(direct_dir / "Q4_K_M.gguf")],
-                             env=env)
-            if c.rc != 0 or q.rc != 0:
-                sys.exit(f"direct convert/quantize failed:\n{(c.stdout + c.stderr + q.stderr)[-3000:]}")
-            for p in cp_dir.iterdir():
-                p.unlink()
-            cp = run_measured(["cp", str(f16), str(q4), str(cp_dir)])
-            ks.append(k.wall_s)
-            ds.append(c.wall_s + q.wall_s)
-            cs.append(cp.wall_s)
-            sizes = (f16.stat().st_size, q4.stat().st_size,
-                     (direct_dir / "F16.gguf").stat().st_size, (direct_dir / "Q4_K_M.gguf").stat().st_size)
-            print(f"  round {i + 1}: kolo export {k.wall_s:.2f}s (peak RSS {mib(k.peak_rss_bytes)}), direct "
-                  f"{c.wall_s:.2f}+{q.wall_s:.2f}s, cp {cp.wall_s:.2f}s; bytes kolo {sizes[0] + sizes[1]:,} / "
-                  f"direct {sizes[2] + sizes[3]:,}; load {os.getloadavg()[0]:.2f}", flush=True)
-        verify_s = None
-        stage_times: dict = {}
-        if not a.no_verify_run:
-            v = run_measured([kolo, "export", "exp", "--quantization", "Q4_K_M", "--force"], env=env, cwd=str(root))
-            verify_s = v.wall_s if v.rc == 0 else None
-            exp = json.loads((run / "kolo.json").read_text()).get("export", {})
-            status = exp.get("verification", {})
-            stage_times = _stage_times(exp.get("stages") or {})
-            if stage_times and verify_s:
-                # The verify stage's own seconds do not show what its reference (computed in the background
-                # during conversion) cost the export; the wall time it adds over the no-verify exports does.
-                added = verify_s - statistics.median(ks)
-                stage_times.update(verify_added_s=round(added, 2),
-                                   verify_added_ratio=round(added / stage_times["convert_quantize_s"], 2),
-                                   timings=status.get("timings"))
-            print(f"  with verification: {v.wall_s:.2f}s (rc {v.rc}, verification {status.get('status')}); stages: "
-                  f"convert+quantize {stage_times.get('convert_quantize_s')}s, verify {stage_times.get('verify_s')}s "
-                  f"(ratio {stage_times.get('verify_ratio')}, goal <= 0.5); wall time added over the no-verify "
-                  f"median {stage_times.get('verify_added_s')}s (ratio {stage_times.get('verify_added_ratio')}); "
-                  f"verify's split {stage_times.get('timings')}; load {_loadavg()}", flush=True)
-        written = f16.stat().st_size + q4.stat().st_size
+        params_m = bench.prepare(a.layers)
+        ks, ds, cs = zip(*(bench.round(i) for i in range(a.rounds)))
+        verify_s, stage_times = (None, {}) if a.no_verify_run else bench.with_verification(statistics.median(ks))
+        written = bench.f16.stat().st_size + bench.q4.stat().st_size
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(bench.root, ignore_errors=True)
     k_s, d_s, c_s = statistics.median(ks), statistics.median(ds), statistics.median(cs)
     ratio = k_s / d_s
-    res = {"params_m": round(n_params / 1e6, 1), "bytes_written": written, "rounds": a.rounds,
+    res = {"params_m": round(params_m, 1), "bytes_written": written, "rounds": a.rounds,
            "kolo_s": round(k_s, 2), "direct_s": round(d_s, 2), "cp_s": round(c_s, 3), "overhead_ratio": round(ratio, 3),
            "kolo_over_cp": round(k_s / c_s, 1), "kolo_with_verify_s": round(verify_s, 2) if verify_s else None,
            "goal_met": ratio <= 1.15, **stage_times, "loadavg_end": _loadavg()}
