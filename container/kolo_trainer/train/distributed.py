@@ -136,15 +136,15 @@ def run_worker(fn: Callable[[list[str]], int], argv: list[str], dist: Dist) -> i
         code = record(fn)(argv)
     except Exception as e:
         if os.environ.get("KOLO_DEBUG") == "1":
-            _leave()
             raise
         err = as_kolo_error(e)
         mine = {"message": err.message, "hint": err.hint, "exit_code": err.exit_code, "rank": dist.rank,
                 "time": time.time()}
         # A kolo error says what went wrong here; anything else may be how a peer's failure looked from here.
-        _add_kolo_error(first_error(mine, adopt=not isinstance(e, KoloError)), dist)
+        _add_kolo_error(first_error(mine, adopt=not isinstance(e, KoloError)))
         code = err.exit_code
-    _leave()
+    finally:
+        _leave()
     if not dist.main:
         _exit_now(code)
     return code
@@ -182,7 +182,7 @@ def first_error(mine: dict, adopt: bool) -> dict:
     return mine
 
 
-def _add_kolo_error(rec: dict, dist: Dist) -> None:
+def _add_kolo_error(rec: dict) -> None:
     path = os.environ.get("TORCHELASTIC_ERROR_FILE")
     if not path:  # not started by torchrun: say it here, once per rank
         print(f"error: rank {rec['rank']}: {rec['message']}", file=sys.stderr)
@@ -211,15 +211,15 @@ def _leave() -> None:
 def _exit_now(code: int) -> None:
     """End a rank other than 0 once its part is done, skipping the interpreter's teardown.
 
-    Why: destroy_process_group does not stop gloo's threads (gloo_tcp_loop, pt_gloo_runloop: the group object
-    stays referenced from C++ after the Trainer is gone), so they are still running while Python finalises the
-    interpreter and C++ runs its static destructors. Now and then that ends in "terminate called without an
-    active exception" / a segfault (torch's own note in destroy_process_group: a group destroyed after the
-    interpreter exits crashes when it takes the GIL). A crashed rank 1 made torchrun SIGTERM rank 0 in the middle
-    of its plot/sample (CI, 1 run in 4). Such a rank has nothing left to do: rank 0 wrote or writes every file,
-    reports to trackers and prints progress, and under FSDP this rank already took part in the save. So flush
-    what it printed and end the process; its sockets close with it, which rank 0 never waits on, as it makes no
-    collective call after training (torchrun lets a rank exit 0 while the others keep running)."""
+    Why: destroy_process_group does not stop gloo's threads (seen here: gloo_tcp_loop and two pt_gloo_runloop
+    still alive after it, after the Trainer and the DDP model are gone and after gc.collect()), so they are still
+    running while Python finalises the interpreter and C++ runs its static destructors. Now and then that ends in
+    "terminate called without an active exception" and a segfault (torch's own note in destroy_process_group: a
+    group destroyed after the interpreter exits crashes when it takes the GIL). A crashed rank 1 made torchrun
+    SIGTERM rank 0 in the middle of its plot (CI, 1 suite run in 4). Such a rank has nothing left to do: rank 0
+    writes every file, reports to trackers and prints progress, and under FSDP this rank already took part in the
+    save. So flush what it printed and end the process. Its sockets close with it, which rank 0 never waits on:
+    it makes no collective call after training, and torchrun lets a rank exit 0 while the others keep running."""
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
