@@ -79,3 +79,29 @@ def test_a_kolo_record_beats_any_death(tmp_path):
     failures = {0: _died(tmp_path, 0, signal.SIGSEGV, 90),
                 1: _failure(tmp_path, 1, 1, {"message": "m", "hint": None, "exit_code": 1, "rank": 1, "time": 101.0})}
     assert launch.root_failure(failures)[0] == 1
+
+
+@pytest.fixture()
+def one_rank_group():
+    """A real one-rank gloo group on a real TCPStore (the kind torchrun's rendezvous gives every rank)."""
+    from datetime import timedelta
+
+    import torch.distributed as td
+
+    store = td.TCPStore("127.0.0.1", 0, 1, True, timedelta(seconds=30))
+    td.init_process_group("gloo", store=store, rank=0, world_size=1)
+    yield store
+    td.destroy_process_group()
+
+
+def test_the_first_published_error_reaches_a_rank_that_lost_its_peer(one_rank_group):
+    """The store is the cross-node channel: rank 1 (another node) publishes first; rank 0, failing with an
+    unexpected error (how a lost peer looks), records rank 1's; a rank with a kolo error of its own keeps it."""
+    from kolo_trainer.train import distributed
+
+    peer = {"message": "data/x.jsonl:4: no assistant turn", "hint": None, "exit_code": 3, "rank": 1, "time": 9.0}
+    mine = {"message": "internal error: RuntimeError: Connection closed by peer", "hint": None, "exit_code": 1,
+            "rank": 0, "time": 1.0}  # an earlier clock on another machine changes nothing: the store's order counts
+    assert distributed.first_error(peer, adopt=True) == peer  # the first to publish keeps its own
+    assert distributed.first_error(mine, adopt=True) == peer
+    assert distributed.first_error(mine, adopt=False) == mine
