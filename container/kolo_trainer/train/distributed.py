@@ -212,14 +212,18 @@ def _exit_now(code: int) -> None:
     """End a rank other than 0 once its part is done, skipping the interpreter's teardown.
 
     Why: destroy_process_group does not stop gloo's threads (seen here: gloo_tcp_loop and two pt_gloo_runloop
-    still alive after it, after the Trainer and the DDP model are gone and after gc.collect()), so they are still
-    running while Python finalises the interpreter and C++ runs its static destructors. Now and then that ends in
-    "terminate called without an active exception" and a segfault (torch's own note in destroy_process_group: a
-    group destroyed after the interpreter exits crashes when it takes the GIL). A crashed rank 1 made torchrun
-    SIGTERM rank 0 in the middle of its plot (CI, 1 suite run in 4). Such a rank has nothing left to do: rank 0
-    writes every file, reports to trackers and prints progress, and under FSDP this rank already took part in the
-    save. So flush what it printed and end the process. Its sockets close with it, which rank 0 never waits on:
-    it makes no collective call after training, and torchrun lets a rank exit 0 while the others keep running."""
+    still alive after it, after the Trainer and the DDP model are gone and after gc.collect()). A rank that goes
+    straight from its last all-reduce into the interpreter's teardown races them: the gloo thread that drops the
+    last reference to a finished all-reduce frees a Python object with it, so it takes the GIL, and a thread
+    taking the GIL while Python finalises is ended by pthread_exit, which inside a C++ destructor is
+    std::terminate ("terminate called without an active exception", SIGABRT, or a segfault; a core dump showed
+    ProcessGroupGloo::runLoop > ~AsyncAllreduceWork > ~ThreadLocalState > decref > take_gil while the main thread
+    was in Py_FinalizeEx; torch's own note in destroy_process_group). A crashed rank 1 made torchrun SIGTERM rank
+    0 in the middle of its plot (CI, 1 suite run in 4). Such a rank has nothing left to do: rank 0 writes every
+    file, reports to trackers and prints progress, and under FSDP this rank already took part in the save. So
+    flush what it printed and end the process. Its sockets close with it, which rank 0 never waits on: it makes no
+    collective call after training, and torchrun lets a rank exit 0 while the others keep running. Rank 0 itself
+    exits normally (atexit handlers: trackers, logging) seconds after its last collective, past that window."""
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
