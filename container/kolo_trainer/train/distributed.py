@@ -27,6 +27,11 @@ from typing import Any, Callable
 
 from ..errors import KoloError
 
+
+class PeerFailed(KoloError):
+    """This rank stopped because another one failed (e.g. rank 0's checks): a consequence, never the run's root
+    error. Its record says so, it publishes nothing, and the launcher ranks it after every real error."""
+
 #: Tests only: make this rank raise at the end of optimizer step KOLO_TEST_CRASH_STEP (default 1), to prove that a
 #: failure on a rank other than 0 ends the run with that rank's message (tests/e2e/test_distributed.py).
 CRASH_RANK_ENV = "KOLO_TEST_CRASH_RANK"
@@ -139,9 +144,9 @@ def run_worker(fn: Callable[[list[str]], int], argv: list[str], dist: Dist) -> i
             raise
         err = as_kolo_error(e)
         mine = {"message": err.message, "hint": err.hint, "exit_code": err.exit_code, "rank": dist.rank,
-                "time": time.time()}
+                "time": time.time(), "consequence": isinstance(e, PeerFailed)}
         # A kolo error says what went wrong here; anything else may be how a peer's failure looked from here.
-        _add_kolo_error(first_error(mine, adopt=not isinstance(e, KoloError)))
+        _add_kolo_error(first_error(mine, adopt=isinstance(e, PeerFailed) or not isinstance(e, KoloError)))
         code = err.exit_code
     finally:
         _leave()
@@ -172,9 +177,13 @@ def first_error(mine: dict, adopt: bool) -> dict:
 
         store = td.distributed_c10d._get_default_store()
         store.set_timeout(timedelta(seconds=10))  # this rank is failing: never wait long for a dying store
-        # compare_set sets the key only where it is absent and answers what the key holds: one atomic
-        # "first one wins", with no clocks to compare across machines.
-        first = json.loads(store.compare_set(FIRST_ERROR_KEY, "", json.dumps(mine)))
+        if mine.get("consequence"):  # publish nothing: read the root error its rank publishes as it unwinds
+            store.wait([FIRST_ERROR_KEY], timedelta(seconds=5))
+            first = json.loads(store.get(FIRST_ERROR_KEY))
+        else:
+            # compare_set sets the key only where it is absent and answers what the key holds: one atomic
+            # "first one wins", with no clocks to compare across machines.
+            first = json.loads(store.compare_set(FIRST_ERROR_KEY, "", json.dumps(mine)))
     except Exception:
         return mine
     if adopt and isinstance(first, dict) and first.get("rank") != mine["rank"]:

@@ -72,15 +72,16 @@ def root_failure(failures: dict[int, Any]) -> tuple[int, Any, dict | None]:
     """(rank, failure, kolo's record) of the failure that caused the others.
 
     In order: a rank that recorded a kolo error (the earliest record: a peer that then lost its connection records
-    later), a non-zero exit without a record, a death by a signal other than torchrun's stop signal (a crash, the
+    later), a rank that recorded only that another failed (``distributed.PeerFailed``), a non-zero exit without a
+    record, a death by a signal other than torchrun's stop signal (a crash, the
     OOM killer's SIGKILL), and last the ranks torchrun stopped itself (a SIGTERMed rank 0 used to win the tie with
     the rank 1 that had crashed). Within a class, the time torchrun saw the failure, then the lower rank."""
     def key(item: tuple[int, Any]) -> tuple[int, float, int]:
         rank, f = item
         data = _kolo_data(f)
-        if data is not None:
-            return 0, float(data.get("time", math.inf)), rank
-        klass = 1 if f.exitcode > 0 else 3 if f.exitcode == -STOP_SIGNAL else 2
+        if data is not None:  # a rank that stopped because another failed (PeerFailed) comes after real errors
+            return (1 if data.get("consequence") else 0), float(data.get("time", math.inf)), rank
+        klass = 2 if f.exitcode > 0 else 4 if f.exitcode == -STOP_SIGNAL else 3
         return klass, float(getattr(f, "timestamp", math.inf)), rank
 
     rank, failure = min(failures.items(), key=key)

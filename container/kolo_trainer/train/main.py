@@ -213,7 +213,7 @@ def stage_check_and_lock_once(ctx: Ctx) -> None:
     finally:
         decision = distributed.broadcast(ctx.dist, decision)
     if decision["failed"]:
-        raise KoloError("rank 0 could not start the run (its own error says why)")
+        raise distributed.PeerFailed("rank 0 could not start the run (its own error says why)")
     for k in keys:
         setattr(ctx, k, decision[k])
 

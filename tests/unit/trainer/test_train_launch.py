@@ -105,3 +105,19 @@ def test_the_first_published_error_reaches_a_rank_that_lost_its_peer(one_rank_gr
     assert distributed.first_error(peer, adopt=True) == peer  # the first to publish keeps its own
     assert distributed.first_error(mine, adopt=True) == peer
     assert distributed.first_error(mine, adopt=False) == mine
+
+
+def test_a_rank_stopped_by_rank_0s_failure_is_never_the_root(tmp_path, one_rank_group):
+    """Rank 0's checks fail (bad data, exit 3); rank 1 learns it from the broadcast and raises PeerFailed, often
+    before rank 0 has unwound. Rank 1 publishes nothing (rank 0's record is the run's first error) and the
+    launcher ranks its record after rank 0's, whatever the times."""
+    from kolo_trainer.train import distributed
+
+    root = {"message": "data/x.jsonl:4: no assistant turn", "hint": None, "exit_code": 3, "rank": 0, "time": 9.0}
+    after = {"message": "rank 0 could not start the run (its own error says why)", "hint": None, "exit_code": 1,
+             "rank": 1, "time": 1.0, "consequence": True}
+    assert distributed.first_error(after, adopt=True) == after  # nothing published yet: waits 5 s, keeps its own
+    assert distributed.first_error(root, adopt=False) == root  # rank 0 publishes
+    assert distributed.first_error(after, adopt=True) == root  # and a consequence reads it
+    failures = {0: _failure(tmp_path, 0, 3, root), 1: _failure(tmp_path, 1, 1, after)}
+    assert launch.root_failure(failures)[0] == 0
