@@ -29,11 +29,12 @@ WATCH = """() => { window.__updates = []; new MutationObserver((records) => { fo
 
 
 @pytest.fixture()
-def web(tmp_path: Path, tiny_model: Path):
+def web(tmp_path: Path, tiny_model: Path, make_kolo):
     pytest.importorskip("fastapi", reason="kolo chat --web needs the server extra (pip install -e 'host[server]')")
-    from test_chat_api import RUN, WebChat, exported_root
+    from test_chat_api import exported_root, web_chat
 
-    w = WebChat(exported_root(tmp_path, tiny_model), RUN)
+    root = exported_root(tmp_path, tiny_model)
+    w = web_chat(make_kolo(root, tmp_path), root)
     yield w
     w.stop()
 

@@ -27,6 +27,10 @@ def free_port() -> int:
 
 
 class Server:
+    #: The verb that serves the app: `kolo serve`, or `kolo chat RUN --web` (tests/server/test_chat_api.py).
+    verb: tuple[str, ...] = ("serve",)
+    http_timeout = 120
+
     def __init__(self, kolo: Any, root: Path, args: list[str], runtime: str = "local"):
         self.kolo, self.root, self.args, self.runtime = kolo, root, args, runtime
         self.proc: subprocess.Popen | None = None
@@ -44,27 +48,28 @@ class Server:
     def start(self, timeout: float = 60) -> "Server":
         self.port = free_port()
         out = open(self.log, "a")
-        self.proc = self.kolo.popen("--runtime", self.runtime, "serve", "--port", str(self.port), *self.args,
+        self.proc = self.kolo.popen("--runtime", self.runtime, *self.verb, "--port", str(self.port), *self.args,
                                     stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
                                     env={"KOLO_STOP_GRACE_S": "20"})
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise AssertionError(f"kolo serve exited {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
+                raise AssertionError(f"kolo {self.verb[0]} exited {self.proc.returncode}:\n"
+                                     f"{self.log.read_text()[-3000:]}")
             try:
                 if httpx.get(self.url + "/api/v1/health", timeout=1).status_code == 200:
                     return self
             except httpx.HTTPError:
                 pass
             time.sleep(0.1)
-        raise AssertionError(f"kolo serve did not answer in {timeout}s:\n{self.log.read_text()[-3000:]}")
+        raise AssertionError(f"kolo {self.verb[0]} did not answer in {timeout}s:\n{self.log.read_text()[-3000:]}")
 
     def client(self, key: str | None = None) -> TrainerClient:
         return TrainerClient(self.url, key if key is not None else self.key)
 
     def http(self, key: str | None = "") -> httpx.Client:
         headers = {} if key is None else {"Authorization": f"Bearer {key or self.key}"}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=120)
+        return httpx.Client(base_url=self.url, headers=headers, timeout=self.http_timeout)
 
     def output(self) -> str:
         return self.log.read_text()

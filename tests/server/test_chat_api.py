@@ -10,11 +10,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -59,54 +58,22 @@ def exported_root(base: Path, tiny_model: Path) -> Path:
     return copy
 
 
-class WebChat:
-    """A running `kolo chat RUN --web --port P` (stopped like Ctrl-C)."""
+def web_chat(kolo: Any, root: Path, run: str = RUN) -> Any:
+    """A running `kolo chat RUN --web --port P` (stopped like Ctrl-C): the Server helper with the chat verb."""
+    from server_helpers import Server
 
-    def __init__(self, root: Path, run: str = RUN):
-        from server_helpers import free_port
+    class WebChat(Server):
+        verb = ("chat", run, "--web")
+        http_timeout = 300  # a streamed answer on the 2-core machine
 
-        self.root, self.port = root, free_port()
-        self.log = root.parent / f"web-{self.port}.log"
-        self.proc = subprocess.Popen(kolo_argv(root, "chat", run, "--web", "--port", str(self.port)),
-                                     stdout=open(self.log, "w"), stderr=subprocess.STDOUT, env=_env(),
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log.read_text()[-3000:]
-            try:
-                if httpx.get(self.url + "/api/v1/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        raise AssertionError(self.log.read_text()[-3000:])
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def key(self) -> str:
-        return (self.root / "server" / "api_key").read_text().strip()
-
-    def http(self, key: str | None = "") -> httpx.Client:
-        headers = {} if key is None else {"Authorization": f"Bearer {key or self.key}"}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=300)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+    return WebChat(kolo, root, []).start()
 
 
 @pytest.fixture(scope="module")
-def web(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path):
+def web(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, make_kolo):
     pytest.importorskip("fastapi", reason="kolo chat --web needs the server extra (pip install -e 'host[server]')")
     root = exported_root(tmp_path_factory.mktemp("chat"), tiny_model)
-    w = WebChat(root)
+    w = web_chat(make_kolo(root, root.parent), root)
     yield w
     w.stop()
 
@@ -125,14 +92,14 @@ def sse(resp: httpx.Response) -> list[tuple[str, dict]]:
     return out
 
 
-def ask(w: WebChat, body: dict) -> tuple[int, list[tuple[str, dict]], str]:
+def ask(w: Any, body: dict) -> tuple[int, list[tuple[str, dict]], str]:
     with w.http() as h, h.stream("POST", f"/api/v1/runs/{RUN}/chat", json=body) as r:
         if r.status_code != 200:
             return r.status_code, [], r.read().decode()
         return r.status_code, sse(r), ""
 
 
-def test_answer_streams_as_tokens_and_the_conversation_is_saved(web: WebChat) -> None:
+def test_answer_streams_as_tokens_and_the_conversation_is_saved(web) -> None:
     assert f"kolo chat: {web.url}/runs/{RUN}/chat" in web.log.read_text()
     q = QA[1][0]
     code, events, _ = ask(web, {"message": q, "temperature": 0})
@@ -160,7 +127,7 @@ def test_answer_streams_as_tokens_and_the_conversation_is_saved(web: WebChat) ->
         assert h.get(f"/api/v1/runs/{RUN}/chats/{chat_id}").json() == saved
 
 
-def test_a_modelfile_stop_string_cuts_the_streamed_answer(web: WebChat) -> None:
+def test_a_modelfile_stop_string_cuts_the_streamed_answer(web) -> None:
     """Add `PARAMETER stop "France"` to the Modelfile: the answer "Paris is in France." ends before it, and no
     streamed piece ever showed any part of the stop string (pieces that may start one are held back)."""
     mf = web.root / "outputs" / RUN / "gguf" / "Modelfile.F16"
@@ -176,7 +143,7 @@ def test_a_modelfile_stop_string_cuts_the_streamed_answer(web: WebChat) -> None:
     assert not any(ch in "".join(tokens) for ch in ("F", "Fr"))
 
 
-def test_bad_requests_are_refused_before_any_trainer_runs(web: WebChat) -> None:
+def test_bad_requests_are_refused_before_any_trainer_runs(web) -> None:
     shutil.copytree(web.root / "outputs" / RUN, web.root / "outputs" / "no-gguf",
                     ignore=shutil.ignore_patterns("gguf", "chats"))
     cases = [({"message": "hi"}, "nope", 404, "no run 'nope'"),
@@ -202,7 +169,7 @@ def test_bad_requests_are_refused_before_any_trainer_runs(web: WebChat) -> None:
     assert not (web.root / "outputs" / "no-gguf" / "chats").exists()
 
 
-def test_page_works_without_javascript(web: WebChat) -> None:
+def test_page_works_without_javascript(web) -> None:
     with web.http(key=None) as h:
         h.post("/login", data={"key": web.key})
         page = h.get(f"/runs/{RUN}/chat")
@@ -214,7 +181,7 @@ def test_page_works_without_javascript(web: WebChat) -> None:
         assert f'<span class="text">{ANSWERS[QA[0][0]]}</span>' in shown
 
 
-def test_the_verb_refuses_bad_input(web: WebChat) -> None:
+def test_the_verb_refuses_bad_input(web) -> None:
     def run(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(kolo_argv(web.root, "chat", *args), capture_output=True, text=True, timeout=60,
                               env=_env(), stdin=subprocess.DEVNULL)
