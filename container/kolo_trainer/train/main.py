@@ -592,6 +592,37 @@ def _run_argv(argv: list[str], dist: Dist) -> int:
 
 
 def _run(ctx: Ctx) -> int:
+    _prepare(ctx)
+    try:
+        with _Timed(ctx, "train"):
+            trainer, interrupted = stage_train(ctx)
+        if not ctx.dist.main:  # the run folder is rank 0's (manifest, save, plot, sample); FSDP saves together
+            if interrupted is None and getattr(trainer, "is_fsdp_enabled", False):
+                stage_save(ctx, trainer)
+            return interrupted or 0
+        section, memory = _train_section(ctx, trainer)
+        if interrupted is not None:
+            manifest.update(ctx.run_dir, status="interrupted", train=section, memory=memory, timings=ctx.timings)
+            ckpts = valid_checkpoints(ctx.run_dir / "checkpoints")
+            print(f"interrupted at step {trainer.state.global_step}; checkpoint "
+                  f"{ckpts[-1].name if ckpts else '(none)'} saved. Continue with --resume.", file=sys.stderr)
+            return interrupted
+        _finish(ctx, trainer, section, memory)
+    except KeyboardInterrupt:
+        _record_end(ctx, status="interrupted")
+        raise
+    except BaseException as e:
+        _record_end(ctx, status="failed", error=f"{type(e).__name__}: {e}"[:2000])
+        full = _disk_full_error(ctx, e)
+        if full is not None:
+            raise full from e
+        raise
+    return 0
+
+
+def _prepare(ctx: Ctx) -> None:
+    """Every stage before training: checks and the lock (rank 0's, handed to the others), data, template,
+    encoding, the model, and a cleared run folder."""
     from . import distributed
 
     if ctx.dist.active:
@@ -617,68 +648,52 @@ def _run(ctx: Ctx) -> int:
     if ctx.dist.main:
         stage_prepare_output(ctx)
     distributed.barrier(ctx.dist)  # nobody trains (and writes its RNG state) before rank 0 has cleared the folder
-    try:
-        with _Timed(ctx, "train"):
-            trainer, interrupted = stage_train(ctx)
-        if not ctx.dist.main:  # the run folder is rank 0's (manifest, save, plot, sample); FSDP saves together
-            if interrupted is None and getattr(trainer, "is_fsdp_enabled", False):
-                stage_save(ctx, trainer)
-            return interrupted or 0
-        loss, eval_loss = _final_losses(trainer)
-        train_section = {"global_step": trainer.state.global_step, "max_steps": trainer.state.max_steps,
-                         "final_loss": loss, "final_eval_loss": eval_loss,
-                         "epochs": trainer.state.epoch, "tokens_seen": trainer.state.num_input_tokens_seen}
-        cb = next((c for c in trainer.callback_handler.callbacks if type(c).__name__ == "ProgressCallback"), None)
-        if cb is not None and cb.train_time > 0:
-            train_section["tokens_per_s"] = round(
-                (trainer.state.num_input_tokens_seen - cb.start_tokens) / cb.train_time, 1)
-        memory = {"peak_gpu_bytes_before": ctx.peak_gpu_before,
-                  "peak_gpu_bytes_after": _peak_gpu(), "peak_rss_bytes": _peak_rss()}
-        if interrupted is not None:
-            manifest.update(ctx.run_dir, status="interrupted", train=train_section, memory=memory,
-                            timings=ctx.timings)
-            ckpts = valid_checkpoints(ctx.run_dir / "checkpoints")
-            print(f"interrupted at step {trainer.state.global_step}; checkpoint "
-                  f"{ckpts[-1].name if ckpts else '(none)'} saved. Continue with --resume.", file=sys.stderr)
-            return interrupted
-        stopped_early = trainer.state.global_step < trainer.state.max_steps
-        train_section["stopped_early"] = stopped_early
-        if trainer.state.best_model_checkpoint:  # early stopping: the saved weights are this checkpoint's
-            train_section.update(best_checkpoint=os.path.relpath(trainer.state.best_model_checkpoint, ctx.run_dir),
-                                 best_eval_loss=trainer.state.best_metric)
-        with _Timed(ctx, "save"):
-            artifacts = stage_save(ctx, trainer)
-        with _Timed(ctx, "plot"):
-            from .callbacks import read_log
-            from .plot import plot_loss
 
-            if plot_loss(read_log(ctx.run_dir / "train_log.jsonl"), ctx.run_dir / "loss.png",
-                         f"{ctx.opts.output_dir}: {ctx.loaded.method} on {ctx.opts.base_model}"):
-                artifacts.append("loss.png")
-        with _Timed(ctx, "sample"):
-            # A sharded model generates only with every rank taking part; the other ranks have left by now.
-            sample_section = stage_sample(ctx) if not getattr(trainer, "is_fsdp_enabled", False) else {
-                "prompt": None, "response": None, "skipped": "--fsdp: the model is sharded over the processes"}
-        artifacts.append("train_log.jsonl")
-        ctx.timings["total_s"] = round(time.perf_counter() - ctx.t0, 3)
-        from ..plan.record import section as plan_section
 
-        manifest.update(ctx.run_dir, status="finished", train=train_section, memory=memory, timings=ctx.timings,
-                        sample=sample_section, plan=plan_section(ctx.estimate, {**memory, "peak_rss_bytes":
-                                                                               _peak_rss()}, ctx.run_dir))
-        manifest.add_artifacts(ctx.run_dir, artifacts)
-        progress.emit("result", stage="train", output_dir=f"outputs/{ctx.opts.output_dir}",
-                      global_step=train_section["global_step"], final_loss=loss, final_eval_loss=eval_loss)
-    except KeyboardInterrupt:
-        _record_end(ctx, status="interrupted")
-        raise
-    except BaseException as e:
-        _record_end(ctx, status="failed", error=f"{type(e).__name__}: {e}"[:2000])
-        full = _disk_full_error(ctx, e)
-        if full is not None:
-            raise full from e
-        raise
-    return 0
+def _train_section(ctx: Ctx, trainer: Any) -> tuple[dict, dict]:
+    """kolo.json's ``train`` and ``memory`` sections as training left them."""
+    loss, eval_loss = _final_losses(trainer)
+    st = trainer.state
+    section = {"global_step": st.global_step, "max_steps": st.max_steps, "final_loss": loss,
+               "final_eval_loss": eval_loss, "epochs": st.epoch, "tokens_seen": st.num_input_tokens_seen}
+    cb = next((c for c in trainer.callback_handler.callbacks if type(c).__name__ == "ProgressCallback"), None)
+    if cb is not None and cb.train_time > 0:
+        section["tokens_per_s"] = round((st.num_input_tokens_seen - cb.start_tokens) / cb.train_time, 1)
+    memory = {"peak_gpu_bytes_before": ctx.peak_gpu_before, "peak_gpu_bytes_after": _peak_gpu(),
+              "peak_rss_bytes": _peak_rss()}
+    return section, memory
+
+
+def _finish(ctx: Ctx, trainer: Any, section: dict, memory: dict) -> None:
+    """A run that trained to its end (or stopped early): save, plot, sample, and the manifest says finished."""
+    section["stopped_early"] = trainer.state.global_step < trainer.state.max_steps
+    if trainer.state.best_model_checkpoint:  # early stopping: the saved weights are this checkpoint's
+        section.update(best_checkpoint=os.path.relpath(trainer.state.best_model_checkpoint, ctx.run_dir),
+                       best_eval_loss=trainer.state.best_metric)
+    with _Timed(ctx, "save"):
+        artifacts = stage_save(ctx, trainer)
+    with _Timed(ctx, "plot"):
+        from .callbacks import read_log
+        from .plot import plot_loss
+
+        if plot_loss(read_log(ctx.run_dir / "train_log.jsonl"), ctx.run_dir / "loss.png",
+                     f"{ctx.opts.output_dir}: {ctx.loaded.method} on {ctx.opts.base_model}"):
+            artifacts.append("loss.png")
+    with _Timed(ctx, "sample"):
+        # A sharded model generates only with every rank taking part; the other ranks have left by now.
+        sample_section = stage_sample(ctx) if not getattr(trainer, "is_fsdp_enabled", False) else {
+            "prompt": None, "response": None, "skipped": "--fsdp: the model is sharded over the processes"}
+    artifacts.append("train_log.jsonl")
+    ctx.timings["total_s"] = round(time.perf_counter() - ctx.t0, 3)
+    from ..plan.record import section as plan_section
+
+    manifest.update(ctx.run_dir, status="finished", train=section, memory=memory, timings=ctx.timings,
+                    sample=sample_section, plan=plan_section(ctx.estimate, {**memory, "peak_rss_bytes": _peak_rss()},
+                                                             ctx.run_dir))
+    manifest.add_artifacts(ctx.run_dir, artifacts)
+    progress.emit("result", stage="train", output_dir=f"outputs/{ctx.opts.output_dir}",
+                  global_step=section["global_step"], final_loss=section["final_loss"],
+                  final_eval_loss=section["final_eval_loss"])
 
 
 def _record_end(ctx: Ctx, **fields: Any) -> None:
