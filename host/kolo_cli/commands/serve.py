@@ -67,12 +67,13 @@ def _pin(cfg: "ServerConfig", gpus: str, engines: list[str]) -> None:
     (CUDA_VISIBLE_DEVICES), detected where its jobs run unless --gpus names them."""
     from ..server.worker import HOME, Slot, assign_gpus, detect_gpus
 
+    _distinct(engines)
     ids, source = _gpu_list(gpus), "--gpus"
     if ids is None:
         ids, source = detect_gpus(STATE.runtime, STATE.container)
     cfg.gpus = assign_gpus(ids, cfg.workers)
     _say_gpus(HOME, cfg.gpus, ids, source)
-    cfg.slots = [Slot(HOME, g) for g in cfg.gpus] + [slot for spec in _distinct(engines)
+    cfg.slots = [Slot(HOME, g) for g in cfg.gpus] + [slot for spec in engines
                                                      for slot in _engine_slots(cfg, spec, gpus)]
 
 
@@ -91,11 +92,18 @@ def _engine_slots(cfg: "ServerConfig", spec: str, gpus: str) -> list:
     from .. import docker_ctl
     from ..server.worker import Slot, assign_gpus, detect_gpus
 
-    ep = docker_ctl.endpoint_for(spec)
+    from ..errors import ContainerMissing, ContainerStopped, DockerUnavailable
+
     try:
+        ep = docker_ctl.endpoint_for(spec)
         container = docker_ctl.require_running(STATE.container, docker_ctl.client(timeout=30, engine=ep))
     except KoloError as e:
-        e.message = f"--engine {spec}: {e.message}"  # the same error (class, exit code, hint), saying which engine
+        e.message = f"--engine {spec}: {e.message}"  # the same error (class, exit code), saying which engine
+        if isinstance(e, DockerUnavailable):
+            e.hint = (f"check that `docker --host {spec} info` answers from here (ssh://: key-based ssh, and your "
+                      "user may use Docker there)" if "://" in spec else f"check `docker --context {spec} info`")
+        elif isinstance(e, (ContainerMissing, ContainerStopped)):
+            e.hint = f"start it there: kolo --{'docker-host' if '://' in spec else 'context'} {spec} up"
         raise
     remote = not docker_ctl.shares_data_root(container, cfg.data_root, ep)
     ids, source = _gpu_list(gpus), "--gpus"
