@@ -458,10 +458,11 @@ class DockerTransport(Transport):
 
 
 def make_transport(runtime: str, container: str, data_root: str | os.PathLike | None, debug: bool = False,
-                   env: dict[str, str] | None = None, engine: Any = None) -> Transport:
+                   env: dict[str, str] | None = None, engine: Any = None, run_id: str | None = None) -> Transport:
     """``data_root``: the host folder the container mounts (checked before each run); None for an engine whose
-    data root is out of this machine's sight. ``engine``: see :class:`DockerTransport`."""
+    data root is out of this machine's sight. ``engine``, ``run_id``: see :class:`DockerTransport` (a known
+    run_id lets a later process stop what this one started, e.g. `kolo serve` after a crash)."""
     transport: Transport = LocalTransport(data_root, debug=debug) if runtime == "local" else \
-        DockerTransport(container, host_data_root=data_root, debug=debug, engine=engine)
+        DockerTransport(container, host_data_root=data_root, debug=debug, engine=engine, run_id=run_id)
     transport.env = dict(env or {})
     return transport

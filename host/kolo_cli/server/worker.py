@@ -112,12 +112,37 @@ class Worker:
             self.threads.append(t)
 
     def recover(self) -> None:
-        """Jobs that were running when the server last stopped have no process any more: ``interrupted``."""
+        """Jobs that were running when the server last stopped become ``interrupted``. A local trainer died with
+        the server (the kernel's parent-death signal); one started by ``docker exec`` did not (the engine keeps an
+        exec'd process when its client dies), so it is stopped first as a cancel stops it (SIGINT: it saves a
+        checkpoint), found by the job's own run id. In the background: a server with many such jobs starts at once."""
         with Session(self.engine) as s:
-            stale = [j.id for j in s.exec(select(Job).where(Job.status.in_((db.RUNNING, db.EXPORTING))))]
-        for job_id in stale:
-            self.finish(job_id, db.INTERRUPTED, error="the server stopped while this job ran; resume it to "
-                                                       "continue from its last checkpoint")
+            stale = [(int(j.id), j.engine) for j in s.exec(select(Job).where(Job.status.in_((db.RUNNING,
+                                                                                           db.EXPORTING))))]
+        for job_id, engine in stale:
+            slot = next((i for i, sl in enumerate(self.slots) if sl.engine == (engine or HOME)), None)
+            if slot is None or self.transport(slot, job_id).name == "local":
+                self._interrupted(job_id)
+            else:
+                threading.Thread(target=self._stop_orphan, args=(job_id, slot), daemon=True).start()
+
+    def _stop_orphan(self, job_id: int, index: int) -> None:
+        from kolo_trainer.errors import KoloError
+
+        transport = self.transport(index, job_id)
+        try:
+            said = transport.stop(None, CANCEL_GRACE_S)
+        except KoloError as e:
+            said = e.message
+        self._note(job_id, f"kolo serve started again: {said}")
+        job = db.get_job(self.engine, job_id)
+        if self.slots[index].remote:
+            self._bring_back(job, transport, None)
+        self._interrupted(job_id)
+
+    def _interrupted(self, job_id: int) -> None:
+        self.finish(job_id, db.INTERRUPTED, error="the server stopped while this job ran; resume it to continue "
+                                                   "from its last checkpoint")
 
     def shutdown(self) -> None:
         """Stop the running trainers (each saves a checkpoint) and mark their jobs ``interrupted``."""
@@ -165,18 +190,27 @@ class Worker:
         self.publish(job_id)
         return job_id
 
-    def transport(self, index: int) -> Any:
-        """The transport worker ``index`` runs its jobs through: on its engine, pinned to its GPUs, if any."""
+    def transport(self, index: int, job_id: Optional[int] = None) -> Any:
+        """The transport worker ``index`` runs job ``job_id`` through: on its engine, pinned to its GPUs, if any,
+        with a run id of the job's own (:meth:`run_id`)."""
         from ..transport import make_transport
 
         slot = self.slots[index]
         env = {} if slot.gpu is None else {"CUDA_VISIBLE_DEVICES": slot.gpu}
+        run_id = None if job_id is None else self.run_id(job_id)
         if slot.endpoint is None:
-            t = make_transport(self.runtime, self.container, self.data_root, debug=self.debug, env=env)
+            t = make_transport(self.runtime, self.container, self.data_root, debug=self.debug, env=env, run_id=run_id)
         else:
             t = make_transport("docker", self.container, None if slot.remote else self.data_root, debug=self.debug,
-                               env=env, engine=slot.endpoint)
+                               env=env, engine=slot.endpoint, run_id=run_id)
         return _recording(t)
+
+    def run_id(self, job_id: int) -> str:
+        """The KOLO_RUN_ID of job ``job_id``'s trainer in a container: the same after a restart (so the new server
+        can stop an orphan), different for another data root's server sharing the container."""
+        import hashlib
+
+        return f"serve-{hashlib.sha256(str(self.data_root.resolve()).encode()).hexdigest()[:10]}-job-{job_id}"
 
     def _run(self, job_id: int, index: int = 0) -> None:
         from kolo_trainer.errors import KoloError
@@ -185,7 +219,7 @@ class Worker:
         from ..transport import trainer_argv
 
         job = db.get_job(self.engine, job_id)
-        slot, transport = self.slots[index], self.transport(index)
+        slot, transport = self.slots[index], self.transport(index, job_id)
         self._note(job_id, f"kolo serve worker {index}: engine {slot.engine}" + "".join(
             f" {k}={v}" for k, v in transport.env.items()))
         self.running[job_id] = transport
