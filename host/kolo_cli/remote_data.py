@@ -328,6 +328,8 @@ def bring(container: Any, run: Any, files: list[tuple[str, int, str]], overwrite
 
     run.refuse_foreign()
     todo, here = _plan(run, files, overwrite)
+    if not todo:  # nothing to fetch (or no such run on the engine): no folder, no lock made here
+        return todo, here
     run.root.require_free(sum(size for _, size, _ in todo) + 2**20, f"bringing {run.label} here")
     with run.lock():
         for folder in {(run.path / rel).parent for rel, _, _ in todo}:

@@ -32,6 +32,7 @@ class PeerFailed(KoloError):
     """This rank stopped because another one failed (e.g. rank 0's checks): a consequence, never the run's root
     error. Its record says so, it publishes nothing, and the launcher ranks it after every real error."""
 
+
 #: Tests only: make this rank raise at the end of optimizer step KOLO_TEST_CRASH_STEP (default 1), to prove that a
 #: failure on a rank other than 0 ends the run with that rank's message (tests/e2e/test_distributed.py).
 CRASH_RANK_ENV = "KOLO_TEST_CRASH_RANK"

@@ -73,8 +73,8 @@ def root_failure(failures: dict[int, Any]) -> tuple[int, Any, dict | None]:
 
     In order: a rank that recorded a kolo error (the earliest record: a peer that then lost its connection records
     later), a rank that recorded only that another failed (``distributed.PeerFailed``), a non-zero exit without a
-    record, a death by a signal other than torchrun's stop signal (a crash, the
-    OOM killer's SIGKILL), and last the ranks torchrun stopped itself (a SIGTERMed rank 0 used to win the tie with
+    record, a death by a signal other than torchrun's stop signal (a crash, the OOM killer's SIGKILL), and last
+    the ranks torchrun stopped itself (a SIGTERMed rank 0 used to win the tie with
     the rank 1 that had crashed). Within a class, the time torchrun saw the failure, then the lower rank."""
     def key(item: tuple[int, Any]) -> tuple[int, float, int]:
         rank, f = item

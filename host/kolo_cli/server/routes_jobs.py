@@ -21,6 +21,7 @@ from sqlmodel import Session, select
 from . import db
 from .app import ApiError
 from .db import Job
+from .worker import HOME
 
 router = APIRouter(tags=["jobs"])
 
@@ -108,13 +109,13 @@ def _check_fields(body: dict[str, Any], problems: list[str], engines: list[str])
     if body.get("engine") is not None and body["engine"] not in engines:
         problems.append(f"engine {body['engine']!r}: this server runs jobs on {', '.join(map(repr, engines))} "
                         "(kolo serve --engine adds one; GET /api/v1/engines lists them)")
-    elif body.get("engine") not in (None, "home") and body.get("training_type") == "rag":
-        problems.append("engine: RAG indexes are built on the server's own engine (\"home\"), where the documents are")
+    elif body.get("engine") not in (None, HOME) and body.get("training_type") == "rag":
+        problems.append(f"engine: RAG indexes are built on the server's own engine ({HOME!r}), where the documents are")
     if not isinstance(body.get("dataset_id"), int) or isinstance(body.get("dataset_id"), bool):
         problems.append("dataset_id: required, the id of an uploaded dataset (POST /api/v1/datasets)")
 
 
-def create(engine: Any, root_path: Any, body: dict[str, Any], engines: list[str] = ("home",)) -> dict[str, Any]:
+def create(engine: Any, root_path: Any, body: dict[str, Any], engines: tuple[str, ...] = (HOME,)) -> dict[str, Any]:
     from kolo_trainer.errors import KoloError, OptionsError
     from kolo_trainer.runfolder import DataRoot
 

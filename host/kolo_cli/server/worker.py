@@ -121,7 +121,7 @@ class Worker:
                                                                                            db.EXPORTING))))]
         for job_id, engine in stale:
             slot = next((i for i, sl in enumerate(self.slots) if sl.engine == (engine or HOME)), None)
-            if slot is None or self.transport(slot, job_id).name == "local":
+            if slot is None or (self.slots[slot].endpoint is None and self.runtime == "local"):
                 self._interrupted(job_id)
             else:
                 threading.Thread(target=self._stop_orphan, args=(job_id, slot), daemon=True).start()
